@@ -1,0 +1,68 @@
+package io.trellis2lora.core.api;
+
+import io.trellis2lora.core.model.FileRef;
+import io.trellis2lora.core.model.TrainingResult;
+import io.trellis2lora.core.storage.S3Uri;
+import io.trellis2lora.core.storage.StorageLayout;
+import software.amazon.awssdk.services.s3.model.NoSuchKeyException;
+import software.amazon.awssdk.services.s3.model.S3Exception;
+import software.amazon.awssdk.services.sfn.model.DescribeExecutionResponse;
+
+/** GET /requests/{request_id}: result.json with every s3:// file turned into a presigned https URL. */
+public final class ResultOperation extends ApiOperation {
+    public ResultOperation(Services services) {
+        super(services);
+    }
+
+    @Override
+    protected ApiResponse process(ApiRequest request) {
+        String id = requestId(request);
+        String json;
+        try {
+            json = services.s3().getObjectAsBytes(b -> b.bucket(services.config().requestsBucket())
+                    .key(StorageLayout.resultJson(id))).asUtf8String();
+        } catch (NoSuchKeyException e) {
+            return notReady(id);
+        } catch (S3Exception e) {
+            if (e.statusCode() == 404) {
+                return notReady(id);
+            }
+            throw e;
+        }
+        TrainingResult result = TrainingResult.parse(json).mapFiles(this::presign);
+        return ApiResponse.json(200, result);
+    }
+
+    private FileRef presign(FileRef f) {
+        if (!S3Uri.isS3(f.url())) {
+            return f;
+        }
+        S3Uri u = S3Uri.parse(f.url());
+        String url = services.presigner().presignGetObject(p -> p.signatureDuration(services.config().presignTtl())
+                .getObjectRequest(g -> {
+                    g.bucket(u.bucket()).key(u.key());
+                    if (f.fileName() != null) {
+                        g.responseContentDisposition("attachment; filename=\"" + f.fileName().replace("\"", "")
+                                + "\"");
+                    }
+                })).url().toString();
+        return f.withUrl(url);
+    }
+
+    private ApiResponse notReady(String id) {
+        DescribeExecutionResponse d = ExecutionLookup.describe(services, id);
+        if (d == null) {
+            return ExecutionLookup.requestStored(services, id)
+                    ? ApiResponse.error(409, "request " + id + " is still in the queue")
+                    : ExecutionLookup.notFound(id);
+        }
+        String status = ExecutionLookup.publicStatus(d);
+        return switch (status) {
+            case "IN_PROGRESS" -> ApiResponse.error(409, "request " + id + " is still in progress");
+            case "CANCELLED" -> ApiResponse.error(409, "request " + id + " was cancelled");
+            case "FAILED" -> ApiResponse.error(409, "request " + id + " failed: "
+                    + (d.error() == null ? "" : d.error()) + (d.cause() == null ? "" : " (" + d.cause() + ")"));
+            default -> ApiResponse.error(500, "request " + id + " completed but left no result");
+        };
+    }
+}

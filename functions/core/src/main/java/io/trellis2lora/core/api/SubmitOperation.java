@@ -1,0 +1,117 @@
+package io.trellis2lora.core.api;
+
+import com.fasterxml.jackson.annotation.JsonProperty;
+import io.trellis2lora.core.Json;
+import io.trellis2lora.core.pricing.PriceBreakdown;
+import io.trellis2lora.core.storage.StorageLayout;
+import io.trellis2lora.core.validation.RequestValidator;
+import io.trellis2lora.core.zip.ArchiveOpener;
+import io.trellis2lora.core.zip.S3Stager;
+import java.nio.charset.StandardCharsets;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
+import java.time.Instant;
+import java.util.HexFormat;
+import java.util.Map;
+import java.util.UUID;
+import software.amazon.awssdk.core.sync.RequestBody;
+import software.amazon.awssdk.services.s3.model.NoSuchKeyException;
+import software.amazon.awssdk.services.s3.model.S3Exception;
+import software.amazon.awssdk.services.sfn.model.ExecutionAlreadyExistsException;
+
+/**
+ * POST /requests: validate, inspect, price, store request.json, start the state machine execution named by the
+ * request id. With an Idempotency-Key header the request id is derived from the key, so a repeat finds the first
+ * request and answers with it instead of starting a second one.
+ */
+public final class SubmitOperation extends ApiOperation {
+    private final RequestValidator validator = new RequestValidator(RequestValidator.Mode.CLOUD);
+
+    public SubmitOperation(Services services) {
+        super(services);
+    }
+
+    public record Answer(
+            @JsonProperty("request_id") String requestId,
+            @JsonProperty("status_url") String statusUrl,
+            @JsonProperty("response_url") String responseUrl,
+            @JsonProperty("cancel_url") String cancelUrl,
+            @JsonProperty("estimate") PriceBreakdown estimate) {
+    }
+
+    @Override
+    protected ApiResponse process(ApiRequest request) throws Exception {
+        String key = request.header("Idempotency-Key");
+        String keyHash = null;
+        String requestId;
+        if (key != null && !key.isBlank()) {
+            if (key.length() > 255) {
+                throw new io.trellis2lora.core.InputRefusedException("Idempotency-Key is longer than 255 characters");
+            }
+            keyHash = sha256(key);
+            requestId = UUID.nameUUIDFromBytes(("idempotency-key:" + key).getBytes(StandardCharsets.UTF_8))
+                    .toString();
+            StoredRequest earlier = load(requestId);
+            if (earlier != null) {
+                startExecution(earlier);
+                return ApiResponse.json(200, answer(earlier, request));
+            }
+        } else {
+            requestId = UUID.randomUUID().toString();
+        }
+
+        String bucket = services.config().requestsBucket();
+        Assessment a = Assessment.of(request.body(), validator, new ArchiveOpener(services.s3(), services.http()),
+                new S3Stager(services.s3(), bucket, StorageLayout.stagedInput(requestId)));
+        StoredRequest stored = new StoredRequest(requestId, Instant.now().toString(), keyHash, a.request(),
+                a.inputUri(), a.inspection(), a.estimate());
+        services.s3().putObject(b -> b.bucket(bucket).key(StorageLayout.requestJson(requestId))
+                .contentType("application/json"), RequestBody.fromString(Json.pretty(stored)));
+        startExecution(stored);
+        return ApiResponse.json(202, answer(stored, request));
+    }
+
+    /** Idempotent: Step Functions treats a repeated name with the same input as the same execution. */
+    private void startExecution(StoredRequest stored) {
+        String input = Json.write(Map.of(
+                "request_id", stored.requestId(),
+                "requests_bucket", services.config().requestsBucket(),
+                "request_key", StorageLayout.requestJson(stored.requestId())));
+        try {
+            services.sfn().startExecution(b -> b.stateMachineArn(services.config().stateMachineArn())
+                    .name(stored.requestId()).input(input));
+        } catch (ExecutionAlreadyExistsException e) {
+            // Already started (a finished execution keeps its name for 90 days): nothing to do.
+        }
+    }
+
+    private StoredRequest load(String requestId) throws Exception {
+        try {
+            String json = services.s3().getObjectAsBytes(b -> b.bucket(services.config().requestsBucket())
+                    .key(StorageLayout.requestJson(requestId))).asUtf8String();
+            return Json.MAPPER.readValue(json, StoredRequest.class);
+        } catch (NoSuchKeyException e) {
+            return null;
+        } catch (S3Exception e) {
+            if (e.statusCode() == 404) {
+                return null;
+            }
+            throw e;
+        }
+    }
+
+    private Answer answer(StoredRequest stored, ApiRequest request) {
+        String base = baseUrl(request) + "/requests/" + stored.requestId();
+        return new Answer(stored.requestId(), base + "/status", base, base + "/cancel", stored.estimate());
+    }
+
+    static String sha256(String s) {
+        try {
+            return HexFormat.of().formatHex(MessageDigest.getInstance("SHA-256")
+                    .digest(s.getBytes(StandardCharsets.UTF_8)));
+        } catch (NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+}

@@ -1,0 +1,144 @@
+package io.trellis2lora.core.net;
+
+import io.trellis2lora.core.InputRefusedException;
+import java.io.Closeable;
+import java.io.IOException;
+import java.net.InetAddress;
+import java.net.URI;
+import java.net.URISyntaxException;
+import java.net.UnknownHostException;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Locale;
+import javax.net.ssl.SSLContext;
+import org.apache.http.HttpHeaders;
+import org.apache.http.client.config.RequestConfig;
+import org.apache.http.client.methods.CloseableHttpResponse;
+import org.apache.http.client.methods.HttpGet;
+import org.apache.http.conn.DnsResolver;
+import org.apache.http.conn.ssl.SSLConnectionSocketFactory;
+import org.apache.http.impl.client.CloseableHttpClient;
+import org.apache.http.impl.client.HttpClients;
+import org.apache.http.impl.conn.SystemDefaultDnsResolver;
+
+/**
+ * GETs user-given https URLs without letting them reach the service's own network: every host name is resolved
+ * here, every address is vetted by the {@link AddressPolicy} before the connection is made to exactly those
+ * addresses (so a DNS answer cannot change between the check and the connect), and redirects are followed by hand
+ * so each hop is checked again.
+ */
+public final class SafeHttp implements Closeable {
+    static final int MAX_REDIRECTS = 5;
+
+    private final AddressPolicy policy;
+    private final CloseableHttpClient client;
+
+    public SafeHttp(AddressPolicy policy) {
+        this(policy, null);
+    }
+
+    /** @param sslContext trust settings (tests trust their self-signed server); null for the JVM default */
+    public SafeHttp(AddressPolicy policy, SSLContext sslContext) {
+        this.policy = policy;
+        DnsResolver resolver = host -> vet(host, SystemDefaultDnsResolver.INSTANCE.resolve(host));
+        RequestConfig timeouts = RequestConfig.custom().setConnectTimeout(10_000).setSocketTimeout(60_000)
+                .setConnectionRequestTimeout(10_000).setRedirectsEnabled(false).build();
+        var builder = HttpClients.custom().setDnsResolver(resolver).setDefaultRequestConfig(timeouts)
+                .disableRedirectHandling().disableCookieManagement().disableAutomaticRetries()
+                .disableContentCompression().setUserAgent("trellis2-lora/0.1");
+        if (sslContext != null) {
+            builder.setSSLSocketFactory(new SSLConnectionSocketFactory(sslContext));
+        }
+        this.client = builder.build();
+    }
+
+    private InetAddress[] vet(String host, InetAddress[] addresses) throws UnknownHostException {
+        List<InetAddress> ok = new ArrayList<>();
+        for (InetAddress a : addresses) {
+            String why = policy.refusal(a);
+            if (why != null) {
+                // One bad answer refuses the host: a mixed answer is the classic rebinding setup.
+                throw new RefusedAddressException("data_url host '" + host + "' resolves to "
+                        + a.getHostAddress() + ": " + why + ", which the service does not fetch");
+            }
+            ok.add(a);
+        }
+        return ok.toArray(new InetAddress[0]);
+    }
+
+    /**
+     * GETs {@code url}, following up to five redirects (https only, each one vetted). The caller closes the
+     * response.
+     */
+    public CloseableHttpResponse get(String url, String range) throws IOException {
+        URI uri = checkUrl(url);
+        for (int hop = 0; ; hop++) {
+            HttpGet get = new HttpGet(uri);
+            if (range != null) {
+                get.setHeader(HttpHeaders.RANGE, range);
+            }
+            get.setHeader(HttpHeaders.ACCEPT_ENCODING, "identity");
+            CloseableHttpResponse resp;
+            try {
+                resp = client.execute(get);
+            } catch (RefusedAddressException e) {
+                throw new InputRefusedException(e.getMessage());
+            } catch (UnknownHostException e) {
+                throw new InputRefusedException("data_url host '" + uri.getHost() + "' does not resolve");
+            } catch (javax.net.ssl.SSLException e) {
+                throw new InputRefusedException("data_url " + redact(uri) + ": TLS failed (" + e.getMessage() + ")");
+            } catch (java.net.ConnectException | org.apache.http.conn.ConnectTimeoutException e) {
+                throw new InputRefusedException("data_url " + redact(uri) + " cannot be reached");
+            }
+            int status = resp.getStatusLine().getStatusCode();
+            if (status >= 300 && status < 400 && resp.getFirstHeader(HttpHeaders.LOCATION) != null) {
+                String location = resp.getFirstHeader(HttpHeaders.LOCATION).getValue();
+                resp.close();
+                if (hop + 1 > MAX_REDIRECTS) {
+                    throw new InputRefusedException("data_url redirects more than " + MAX_REDIRECTS + " times");
+                }
+                try {
+                    uri = checkUrl(uri.resolve(new URI(location)).toString());
+                } catch (URISyntaxException e) {
+                    throw new InputRefusedException("data_url redirects to an invalid URL");
+                }
+                continue;
+            }
+            return resp;
+        }
+    }
+
+    private static URI checkUrl(String url) {
+        URI uri;
+        try {
+            uri = new URI(url);
+        } catch (URISyntaxException e) {
+            throw new InputRefusedException("data_url is not a valid URL: " + e.getReason());
+        }
+        if (uri.getScheme() == null || !uri.getScheme().toLowerCase(Locale.ROOT).equals("https")) {
+            throw new InputRefusedException("data_url leads to " + redact(uri) + ", which is not https");
+        }
+        if (uri.getHost() == null) {
+            throw new InputRefusedException("data_url leads to a URL without a host");
+        }
+        return uri;
+    }
+
+    /** Scheme, host and path only: query strings often hold signatures. */
+    static String redact(URI uri) {
+        return uri.getScheme() + "://" + uri.getHost() + (uri.getPort() > 0 ? ":" + uri.getPort() : "")
+                + (uri.getRawPath() == null ? "" : uri.getRawPath());
+    }
+
+    @Override
+    public void close() throws IOException {
+        client.close();
+    }
+
+    /** Thrown from inside the resolver; an UnknownHostException so that HttpClient lets it through untouched. */
+    static final class RefusedAddressException extends UnknownHostException {
+        RefusedAddressException(String message) {
+            super(message);
+        }
+    }
+}

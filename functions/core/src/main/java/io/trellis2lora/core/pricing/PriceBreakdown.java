@@ -1,0 +1,35 @@
+package io.trellis2lora.core.pricing;
+
+import com.fasterxml.jackson.annotation.JsonProperty;
+import io.trellis2lora.core.model.Denoiser;
+import java.math.BigDecimal;
+import java.util.List;
+
+/**
+ * An itemised price in US dollars: the items stay unrounded (as in the ARCHITECTURE example), only {@code total}
+ * is rounded to cents.
+ */
+public record PriceBreakdown(
+        @JsonProperty("currency") String currency,
+        @JsonProperty("preparation") Preparation preparation,
+        @JsonProperty("stages") List<Stage> stages,
+        @JsonProperty("subtotal") BigDecimal subtotal,
+        @JsonProperty("total") BigDecimal total) {
+
+    public record Preparation(
+            @JsonProperty("objects") int objects,
+            @JsonProperty("billed_objects") int billedObjects,
+            @JsonProperty("rate_per_object") BigDecimal ratePerObject,
+            @JsonProperty("reused_dataset") boolean reusedDataset,
+            @JsonProperty("amount") BigDecimal amount) {
+    }
+
+    public record Stage(
+            @JsonProperty("denoiser") Denoiser denoiser,
+            @JsonProperty("training_steps") int trainingSteps,
+            @JsonProperty("rate_per_step") BigDecimal ratePerStep,
+            @JsonProperty("rank_multiplier") BigDecimal rankMultiplier,
+            @JsonProperty("resolution_multiplier") BigDecimal resolutionMultiplier,
+            @JsonProperty("amount") BigDecimal amount) {
+    }
+}

@@ -1,0 +1,85 @@
+package io.trellis2lora.core.pricing;
+
+import io.trellis2lora.core.model.Denoiser;
+import io.trellis2lora.core.model.TrainingRequest;
+import java.math.BigDecimal;
+import java.math.RoundingMode;
+import java.util.ArrayList;
+import java.util.Collection;
+import java.util.EnumMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * The price list of ARCHITECTURE.md, in exact decimals: preparation = max(10, objects) x 0.10023 (zero when a
+ * preprocessed dataset is reused); each stage = steps x rate x rank multiplier x resolution multiplier.
+ */
+public final class Pricing {
+    public static final BigDecimal RATE_PER_OBJECT = new BigDecimal("0.10023");
+    public static final int MINIMUM_BILLED_OBJECTS = 10;
+    private static final Map<Denoiser, BigDecimal> RATE_PER_STEP = new EnumMap<>(Map.of(
+            Denoiser.SPARSE_STRUCTURE, new BigDecimal("0.008337"),
+            Denoiser.GEOMETRY, new BigDecimal("0.003246"),
+            Denoiser.TEXTURE, new BigDecimal("0.003378")));
+
+    private Pricing() {
+    }
+
+    /** What a request will cost if every stage succeeds. */
+    public static PriceBreakdown estimate(TrainingRequest request, int objects, boolean reusedDataset) {
+        return charge(request, objects, reusedDataset, request.denoisers());
+    }
+
+    /** The final charge: preparation plus only the stages that succeeded, in request order. */
+    public static PriceBreakdown charge(TrainingRequest request, int objects, boolean reusedDataset,
+            Collection<Denoiser> succeeded) {
+        if (objects < 0) {
+            throw new IllegalArgumentException("object count cannot be negative: " + objects);
+        }
+        int billed = reusedDataset ? 0 : Math.max(MINIMUM_BILLED_OBJECTS, objects);
+        BigDecimal prep = RATE_PER_OBJECT.multiply(BigDecimal.valueOf(billed));
+        var preparation = new PriceBreakdown.Preparation(objects, billed, RATE_PER_OBJECT, reusedDataset, clean(prep));
+        BigDecimal rankMul = rankMultiplier(request.rank());
+        BigDecimal resMul = resolutionMultiplier(request.resolution());
+        List<PriceBreakdown.Stage> stages = new ArrayList<>();
+        BigDecimal sum = prep;
+        for (Denoiser d : request.denoisers()) {
+            if (!succeeded.contains(d)) {
+                continue;
+            }
+            BigDecimal amount = BigDecimal.valueOf(request.trainingSteps()).multiply(RATE_PER_STEP.get(d))
+                    .multiply(rankMul).multiply(resMul);
+            stages.add(new PriceBreakdown.Stage(d, request.trainingSteps(), RATE_PER_STEP.get(d), rankMul, resMul,
+                    clean(amount)));
+            sum = sum.add(amount);
+        }
+        return new PriceBreakdown("USD", preparation, stages, clean(sum), sum.setScale(2, RoundingMode.HALF_UP));
+    }
+
+    public static BigDecimal ratePerStep(Denoiser d) {
+        return RATE_PER_STEP.get(d);
+    }
+
+    static BigDecimal rankMultiplier(int rank) {
+        return switch (rank) {
+            case 16 -> new BigDecimal("0.5");
+            case 32 -> BigDecimal.ONE;
+            case 64 -> new BigDecimal("2");
+            default -> throw new IllegalArgumentException("no price for rank " + rank);
+        };
+    }
+
+    static BigDecimal resolutionMultiplier(int resolution) {
+        return switch (resolution) {
+            case 512 -> BigDecimal.ONE;
+            case 1024 -> new BigDecimal("2");
+            default -> throw new IllegalArgumentException("no price for resolution " + resolution);
+        };
+    }
+
+    /** 16.674000 -> 16.674, and 0E-5 -> 0, so items print as in the price list. */
+    private static BigDecimal clean(BigDecimal v) {
+        BigDecimal s = v.stripTrailingZeros();
+        return s.scale() < 0 ? s.setScale(0) : s;
+    }
+}

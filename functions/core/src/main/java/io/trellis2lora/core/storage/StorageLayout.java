@@ -1,0 +1,61 @@
+package io.trellis2lora.core.storage;
+
+import io.trellis2lora.core.model.Denoiser;
+import java.util.regex.Pattern;
+
+/** The fixed key layout of the requests bucket (or of the directory that stands in for it in local mode). */
+public final class StorageLayout {
+    /** Request ids become S3 key parts and execution names: letters, digits and dashes only. */
+    private static final Pattern REQUEST_ID = Pattern.compile("[A-Za-z0-9][A-Za-z0-9-]{0,79}");
+
+    private StorageLayout() {
+    }
+
+    public static boolean isValidRequestId(String id) {
+        return id != null && REQUEST_ID.matcher(id).matches();
+    }
+
+    public static String requestPrefix(String requestId) {
+        if (!isValidRequestId(requestId)) {
+            throw new IllegalArgumentException("not a request id: " + requestId);
+        }
+        return "requests/" + requestId + "/";
+    }
+
+    public static String requestJson(String requestId) {
+        return requestPrefix(requestId) + "request.json";
+    }
+
+    public static String resultJson(String requestId) {
+        return requestPrefix(requestId) + "result.json";
+    }
+
+    /** Where an https archive is copied when its server ignores Range requests. */
+    public static String stagedInput(String requestId) {
+        return requestPrefix(requestId) + "input.zip";
+    }
+
+    public static String adapter(String requestId, Denoiser d) {
+        return requestPrefix(requestId) + "adapters/" + d.wireName() + ".safetensors";
+    }
+
+    public static String adapterReport(String requestId, Denoiser d) {
+        return requestPrefix(requestId) + "adapters/" + d.wireName() + ".json";
+    }
+
+    public static String failure(String requestId, Denoiser d) {
+        return requestPrefix(requestId) + "failures/" + d.wireName() + ".json";
+    }
+
+    public static String dataset(String datasetKey) {
+        if (!datasetKey.matches("[A-Za-z0-9_-]{1,128}")) {
+            throw new IllegalArgumentException("not a dataset key: " + datasetKey);
+        }
+        return "datasets/" + datasetKey + "/preprocessed.zip";
+    }
+
+    /** Estimates keep nothing: a staged copy made for one lives here until the estimate is answered. */
+    public static String estimateStaging(String token) {
+        return "staging/" + token + "/input.zip";
+    }
+}

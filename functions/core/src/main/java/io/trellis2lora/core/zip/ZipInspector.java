@@ -1,0 +1,462 @@
+package io.trellis2lora.core.zip;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import io.trellis2lora.core.InputRefusedException;
+import io.trellis2lora.core.Json;
+import java.io.ByteArrayOutputStream;
+import java.io.EOFException;
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.charset.Charset;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Locale;
+import java.util.Set;
+import java.util.zip.DataFormatException;
+import java.util.zip.Inflater;
+
+/**
+ * Inspects a zip archive without downloading it: a ranged read of the tail finds the end-of-central-directory
+ * record (and the ZIP64 one when present), the central directory is then read in chunks, and only for a
+ * preprocessed dataset is one more entry (prepared_dataset.json) fetched. Written by hand because
+ * java.util.zip and commons-compress both want the whole file (or a seekable local channel) to list entries.
+ */
+public final class ZipInspector {
+    public static final long MAX_ARCHIVE_BYTES = 8192L * 1024 * 1024;
+    public static final long MAX_UNCOMPRESSED_BYTES = 8L * 1024 * 1024 * 1024;
+    public static final Set<String> OBJECT_EXTENSIONS = Set.of(".glb", ".gltf", ".obj", ".fbx", ".stl", ".ply",
+            ".blend");
+    public static final String PREPARED_DATASET = "prepared_dataset.json";
+
+    static final int EOCD_SIG = 0x06054b50;
+    static final int ZIP64_LOCATOR_SIG = 0x07064b50;
+    static final int ZIP64_EOCD_SIG = 0x06064b50;
+    static final int CEN_SIG = 0x02014b50;
+    static final int LOC_SIG = 0x04034b50;
+    static final int EOCD_LEN = 22;
+    static final int MAX_COMMENT = 0xFFFF;
+    static final long MAX_CENTRAL_DIRECTORY = 512L * 1024 * 1024;
+    static final int MAX_PREPARED_JSON = 64 * 1024 * 1024;
+    static final int CHUNK = 4 * 1024 * 1024;
+    /** Unsafe entries are listed up to this many, then counted, so one message stays readable. */
+    static final int MAX_LISTED = 20;
+
+    private static final Charset CP437 = Charset.isSupported("IBM437") ? Charset.forName("IBM437")
+            : StandardCharsets.ISO_8859_1;
+
+    private ZipInspector() {
+    }
+
+    /**
+     * @param resolution the request's resolution: a preprocessed dataset made at another one is refused; null skips
+     *                   that check
+     */
+    public static ZipInspection inspect(RangeSource src, Integer resolution) throws IOException {
+        long size = src.size();
+        if (size > MAX_ARCHIVE_BYTES) {
+            throw new InputRefusedException(String.format(Locale.ROOT,
+                    "archive is %,d MB, over the 8192 MB limit", size / (1024 * 1024)));
+        }
+        if (size < EOCD_LEN) {
+            throw new InputRefusedException("data_url is not a zip archive (" + size + " bytes; truncated?)");
+        }
+        int tailLen = (int) Math.min(size, EOCD_LEN + MAX_COMMENT + 20L);
+        long tailStart = size - tailLen;
+        ByteBuffer tail = le(src.read(tailStart, tailLen));
+        int eocd = findEocd(tail);
+        if (eocd < 0) {
+            throw new InputRefusedException("data_url is not a zip archive, or it is truncated: "
+                    + "no end-of-central-directory record at its end");
+        }
+        int diskNo = u16(tail, eocd + 4);
+        int cdDisk = u16(tail, eocd + 6);
+        long entries = u16(tail, eocd + 10);
+        long cdSize = u32(tail, eocd + 12);
+        long cdOffset = u32(tail, eocd + 16);
+        long eocdPos = tailStart + eocd;
+        boolean zip64 = false;
+        if (eocd >= 20 && tail.getInt(eocd - 20) == ZIP64_LOCATOR_SIG) {
+            zip64 = true;
+            long z64Pos = tail.getLong(eocd - 20 + 8);
+            if (z64Pos < 0 || z64Pos + 56 > eocdPos) {
+                throw corrupt("the ZIP64 end-of-central-directory locator points outside the file");
+            }
+            ByteBuffer z = le(src.read(z64Pos, 56));
+            if (z.getInt(0) != ZIP64_EOCD_SIG) {
+                throw corrupt("no ZIP64 end-of-central-directory record where the locator points");
+            }
+            diskNo = z.getInt(16);
+            cdDisk = z.getInt(20);
+            entries = z.getLong(32);
+            cdSize = z.getLong(40);
+            cdOffset = z.getLong(48);
+            eocdPos = z64Pos;
+        } else if (entries == 0xFFFF || cdSize == 0xFFFFFFFFL || cdOffset == 0xFFFFFFFFL) {
+            throw corrupt("the archive needs ZIP64 records but has none (truncated?)");
+        }
+        if (diskNo != 0 || cdDisk != 0) {
+            throw new InputRefusedException("split (multi-part) zip archives are not supported; send a single .zip");
+        }
+        if (entries < 0 || cdSize < 0 || cdOffset < 0 || cdOffset + cdSize > eocdPos) {
+            throw corrupt("the central directory lies beyond the end of the file (truncated?)");
+        }
+        if (cdSize > MAX_CENTRAL_DIRECTORY) {
+            throw new InputRefusedException("the archive's central directory is over 512 MB; too many entries");
+        }
+        if (entries * 46 > cdSize) {
+            throw corrupt("the archive claims " + entries + " entries but its central directory is too small");
+        }
+
+        Scan scan = new Scan();
+        ChunkReader cd = new ChunkReader(src, cdOffset, cdSize);
+        for (long i = 0; i < entries; i++) {
+            scan.entry(readEntry(cd, i));
+        }
+        if (cd.remaining() != 0) {
+            throw corrupt("the central directory holds more than the " + entries + " entries it announces");
+        }
+        return scan.finish(src, size, (int) Math.min(entries, Integer.MAX_VALUE), zip64, resolution);
+    }
+
+    /** One central-directory record, with ZIP64 sizes resolved. */
+    record Entry(String name, int madeBy, int flags, int method, long compressedSize, long uncompressedSize,
+            long externalAttributes, long localHeaderOffset) {
+
+        boolean isSymlink() {
+            int host = madeBy >>> 8;
+            // Unix (3) and macOS (19) keep the st_mode in the high 16 bits; S_IFLNK = 0120000.
+            return (host == 3 || host == 19) && ((externalAttributes >>> 16) & 0xF000) == 0xA000;
+        }
+
+        boolean isDirectory() {
+            return name.endsWith("/");
+        }
+    }
+
+    private static Entry readEntry(ChunkReader cd, long index) throws IOException {
+        ByteBuffer h = le(cd.next(46));
+        if (h.getInt(0) != CEN_SIG) {
+            throw corrupt("central directory entry " + index + " is damaged");
+        }
+        int madeBy = u16(h, 4);
+        int flags = u16(h, 8);
+        int method = u16(h, 10);
+        long comp = u32(h, 20);
+        long uncomp = u32(h, 24);
+        int nameLen = u16(h, 28);
+        int extraLen = u16(h, 30);
+        int commentLen = u16(h, 32);
+        long external = u32(h, 38);
+        long offset = u32(h, 42);
+        byte[] nameBytes = cd.next(nameLen);
+        ByteBuffer extra = le(cd.next(extraLen));
+        cd.next(commentLen);
+        String name = new String(nameBytes, (flags & 0x800) != 0 ? StandardCharsets.UTF_8 : CP437);
+        // ZIP64 extended information: only the fields whose 32-bit value is saturated are present, in this order.
+        int p = 0;
+        while (p + 4 <= extraLen) {
+            int id = u16(extra, p);
+            int len = u16(extra, p + 2);
+            if (p + 4 + len > extraLen) {
+                break;
+            }
+            if (id == 0x0001) {
+                int q = p + 4;
+                if (uncomp == 0xFFFFFFFFL && q + 8 <= p + 4 + len) {
+                    uncomp = extra.getLong(q);
+                    q += 8;
+                }
+                if (comp == 0xFFFFFFFFL && q + 8 <= p + 4 + len) {
+                    comp = extra.getLong(q);
+                    q += 8;
+                }
+                if (offset == 0xFFFFFFFFL && q + 8 <= p + 4 + len) {
+                    offset = extra.getLong(q);
+                }
+            }
+            p += 4 + len;
+        }
+        if (uncomp < 0 || comp < 0 || offset < 0) {
+            throw corrupt("entry '" + name + "' has an impossible size or offset");
+        }
+        return new Entry(name, madeBy, flags, method, comp, uncomp, external, offset);
+    }
+
+    /** Accumulates the per-entry verdicts so that every unsafe entry is named in one refusal. */
+    private static final class Scan {
+        final List<String> unsafe = new ArrayList<>();
+        int unsafeCount;
+        int objects;
+        long uncompressed;
+        Entry prepared;
+        List<String> preparedElsewhere = new ArrayList<>();
+
+        void entry(Entry e) {
+            String name = e.name().replace('\\', '/');
+            String problem = unsafeReason(name, e);
+            if (problem != null) {
+                if (unsafe.size() < MAX_LISTED) {
+                    unsafe.add(problem);
+                }
+                unsafeCount++;
+                return;
+            }
+            uncompressed += e.uncompressedSize();
+            if (uncompressed < 0) {
+                uncompressed = Long.MAX_VALUE;
+            }
+            if (e.isDirectory() || ignored(name)) {
+                return;
+            }
+            String base = name.substring(name.lastIndexOf('/') + 1);
+            String lower = base.toLowerCase(Locale.ROOT);
+            if (base.equals(PREPARED_DATASET)) {
+                // At the root, or under one top folder (a zipped dataset directory).
+                if (name.split("/").length <= 2 && (prepared == null || name.length() < prepared.name().length())) {
+                    prepared = new Entry(name, e.madeBy(), e.flags(), e.method(), e.compressedSize(),
+                            e.uncompressedSize(), e.externalAttributes(), e.localHeaderOffset());
+                } else {
+                    preparedElsewhere.add(name);
+                }
+                return;
+            }
+            int dot = lower.lastIndexOf('.');
+            if (dot > 0 && OBJECT_EXTENSIONS.contains(lower.substring(dot))) {
+                objects++;
+            }
+        }
+
+        ZipInspection finish(RangeSource src, long size, int entries, boolean zip64, Integer resolution)
+                throws IOException {
+            if (unsafeCount > 0) {
+                List<String> problems = new ArrayList<>(unsafe);
+                if (unsafeCount > unsafe.size()) {
+                    problems.add("... and " + (unsafeCount - unsafe.size()) + " more unsafe entries");
+                }
+                throw new InputRefusedException(problems);
+            }
+            if (uncompressed > MAX_UNCOMPRESSED_BYTES) {
+                throw new InputRefusedException(String.format(Locale.ROOT,
+                        "archive would unpack to %.1f GB, over the 8 GB limit",
+                        uncompressed / (1024.0 * 1024 * 1024)));
+            }
+            if (prepared != null && objects > 0) {
+                throw new InputRefusedException("archive mixes " + objects + " raw 3D objects with a preprocessed "
+                        + "dataset (" + prepared.name() + "); send either raw assets or a preprocessed dataset");
+            }
+            if (prepared == null) {
+                if (objects == 0) {
+                    throw new InputRefusedException("archive holds no supported 3D object (.glb .gltf .obj .fbx "
+                            + ".stl .ply .blend)" + (preparedElsewhere.isEmpty() ? ""
+                            : "; " + preparedElsewhere.get(0) + " is too deep to count as a preprocessed dataset"));
+                }
+                return new ZipInspection(ZipInspection.Kind.RAW, objects, entries, size, uncompressed, zip64, null);
+            }
+            JsonNode doc = readPrepared(src, prepared);
+            var info = preparedInfo(prepared.name(), doc);
+            if (resolution != null && info.resolution() != resolution) {
+                throw new InputRefusedException("preprocessed dataset was prepared at resolution "
+                        + info.resolution() + ", but the request asks for " + resolution
+                        + "; send resolution " + info.resolution() + " or the raw assets");
+            }
+            int listed = doc.path("objects").size();
+            return new ZipInspection(ZipInspection.Kind.PREPROCESSED, listed, entries, size, uncompressed, zip64,
+                    info);
+        }
+    }
+
+    static String unsafeReason(String name, Entry e) {
+        if (name.isEmpty()) {
+            return "an entry has an empty name";
+        }
+        if (name.indexOf('\0') >= 0) {
+            return "entry '" + printable(name) + "' has a NUL character in its name";
+        }
+        if (name.startsWith("/") || name.matches("^[A-Za-z]:.*")) {
+            return "entry '" + printable(name) + "' has an absolute path";
+        }
+        for (String part : name.split("/")) {
+            if (part.equals("..")) {
+                return "entry '" + printable(name) + "' points outside the archive ('..' in its path)";
+            }
+        }
+        if (e.isSymlink()) {
+            return "entry '" + printable(name) + "' is a symbolic link";
+        }
+        if ((e.flags() & 1) != 0) {
+            return "entry '" + printable(name) + "' is encrypted";
+        }
+        return null;
+    }
+
+    /** Hidden files and folders (any path part starting with '.') and macOS resource forks are not assets. */
+    static boolean ignored(String name) {
+        for (String part : name.split("/")) {
+            if (part.startsWith(".") || part.equals("__MACOSX")) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    private static JsonNode readPrepared(RangeSource src, Entry e) throws IOException {
+        if (e.compressedSize() > MAX_PREPARED_JSON || e.uncompressedSize() > MAX_PREPARED_JSON) {
+            throw new InputRefusedException(e.name() + " is over 64 MB; not a prepared_dataset.json this tool wrote");
+        }
+        ByteBuffer loc = le(src.read(e.localHeaderOffset(), 30));
+        if (loc.getInt(0) != LOC_SIG) {
+            throw corrupt("no local header for " + e.name() + " where the central directory points");
+        }
+        long dataStart = e.localHeaderOffset() + 30 + u16(loc, 26) + u16(loc, 28);
+        if (dataStart + e.compressedSize() > src.size()) {
+            throw corrupt(e.name() + " runs past the end of the file (truncated?)");
+        }
+        byte[] raw = src.read(dataStart, (int) e.compressedSize());
+        byte[] json = switch (e.method()) {
+            case 0 -> raw;
+            case 8 -> inflate(raw, e);
+            default -> throw new InputRefusedException(e.name() + " uses zip compression method " + e.method()
+                    + "; only stored and deflate are supported");
+        };
+        try {
+            JsonNode doc = Json.MAPPER.readTree(json);
+            if (doc == null || !doc.isObject()) {
+                throw new InputRefusedException(e.name() + " is not a JSON object");
+            }
+            return doc;
+        } catch (IOException ex) {
+            throw new InputRefusedException(e.name() + " is not valid JSON");
+        }
+    }
+
+    private static ZipInspection.PreparedDataset preparedInfo(String path, JsonNode doc) {
+        List<String> problems = new ArrayList<>();
+        JsonNode res = doc.get("resolution");
+        if (res == null || !res.canConvertToInt() || !res.isIntegralNumber()
+                || (res.intValue() != 512 && res.intValue() != 1024)) {
+            problems.add(path + " has no valid resolution (512 or 1024)");
+        }
+        JsonNode objects = doc.get("objects");
+        if (objects == null || !objects.isArray() || objects.isEmpty()) {
+            problems.add(path + " lists no objects");
+        }
+        JsonNode version = doc.get("format_version");
+        if (version == null || !version.isIntegralNumber() || version.intValue() != 1) {
+            problems.add(path + " has format_version " + (version == null ? "missing" : version.asText())
+                    + "; this service reads format_version 1");
+        }
+        if (!problems.isEmpty()) {
+            throw new InputRefusedException(problems);
+        }
+        return new ZipInspection.PreparedDataset(path, res.intValue(), doc.path("base_model").asText(null),
+                version.intValue());
+    }
+
+    private static byte[] inflate(byte[] raw, Entry e) {
+        Inflater inf = new Inflater(true);
+        try {
+            inf.setInput(raw);
+            ByteArrayOutputStream out = new ByteArrayOutputStream((int) Math.max(16, e.uncompressedSize()));
+            byte[] buf = new byte[64 * 1024];
+            while (!inf.finished()) {
+                int n = inf.inflate(buf);
+                if (n == 0 && (inf.needsInput() || inf.needsDictionary())) {
+                    break;
+                }
+                out.write(buf, 0, n);
+                if (out.size() > MAX_PREPARED_JSON) {
+                    throw new InputRefusedException(e.name() + " inflates to over 64 MB");
+                }
+            }
+            return out.toByteArray();
+        } catch (DataFormatException ex) {
+            throw new InputRefusedException(e.name() + " is damaged (cannot inflate it)");
+        } finally {
+            inf.end();
+        }
+    }
+
+    /** The EOCD closest to the end whose comment length fits what follows it. */
+    private static int findEocd(ByteBuffer tail) {
+        for (int i = tail.limit() - EOCD_LEN; i >= 0; i--) {
+            if (tail.getInt(i) == EOCD_SIG && i + EOCD_LEN + u16(tail, i + 20) <= tail.limit()) {
+                return i;
+            }
+        }
+        return -1;
+    }
+
+    private static InputRefusedException corrupt(String why) {
+        return new InputRefusedException("archive is damaged: " + why);
+    }
+
+    private static String printable(String name) {
+        StringBuilder sb = new StringBuilder();
+        name.codePoints().limit(200).forEach(c -> {
+            if (c < 0x20 || c == 0x7f) {
+                sb.append(String.format(Locale.ROOT, "\\x%02x", c));
+            } else {
+                sb.appendCodePoint(c);
+            }
+        });
+        return sb.toString();
+    }
+
+    private static ByteBuffer le(byte[] b) {
+        return ByteBuffer.wrap(b).order(ByteOrder.LITTLE_ENDIAN);
+    }
+
+    private static int u16(ByteBuffer b, int at) {
+        return Short.toUnsignedInt(b.getShort(at));
+    }
+
+    private static long u32(ByteBuffer b, int at) {
+        return Integer.toUnsignedLong(b.getInt(at));
+    }
+
+    /** Sequential reads over a region of the source, fetched in large ranged chunks. */
+    private static final class ChunkReader {
+        private final RangeSource src;
+        private long pos;
+        private final long end;
+        private byte[] buf = new byte[0];
+        private int bufPos;
+
+        ChunkReader(RangeSource src, long start, long length) {
+            this.src = src;
+            this.pos = start;
+            this.end = start + length;
+        }
+
+        long remaining() {
+            return end - pos + (buf.length - bufPos);
+        }
+
+        byte[] next(int n) throws IOException {
+            byte[] out = new byte[n];
+            int filled = 0;
+            while (filled < n) {
+                if (bufPos == buf.length) {
+                    if (pos >= end) {
+                        throw corrupt("the central directory ends in the middle of an entry");
+                    }
+                    int len = (int) Math.min(CHUNK, end - pos);
+                    try {
+                        buf = src.read(pos, len);
+                    } catch (EOFException e) {
+                        throw corrupt("the central directory runs past the end of the file (truncated?)");
+                    }
+                    bufPos = 0;
+                    pos += len;
+                }
+                int take = Math.min(n - filled, buf.length - bufPos);
+                System.arraycopy(buf, bufPos, out, filled, take);
+                bufPos += take;
+                filled += take;
+            }
+            return out;
+        }
+    }
+}

@@ -1,0 +1,46 @@
+"""`trellis2-worker train`: one LoRA adapter for one denoiser from a preprocessed dataset."""
+
+from __future__ import annotations
+
+import argparse
+
+from trellis2_worker.train.recipe import BATCH_SIZE, RESOLUTIONS, STAGES
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train", help="train a LoRA adapter for one TRELLIS.2 denoiser",
+        description="Trains a LoRA on one TRELLIS.2 flow model from a preprocessed dataset zip and writes "
+                    "<denoiser>.safetensors with its record (.json), loss log (.loss.jsonl) and curve (.loss.png) "
+                    "beside it. A checkpoint (.checkpoint.safetensors) is kept there while it runs; rerunning the "
+                    "same command after a stop resumes from it.")
+    p.add_argument("--dataset", required=True, help="preprocessed dataset: local .zip/dir or s3:// / https:// URI")
+    p.add_argument("--denoiser", required=True, choices=sorted(STAGES))
+    p.add_argument("--resolution", type=int, default=512, choices=RESOLUTIONS)
+    p.add_argument("--rank", type=int, default=32, help="LoRA rank (alpha = rank)")
+    p.add_argument("--learning-rate", type=float, default=1e-4)
+    p.add_argument("--training-steps", type=int, default=1000)
+    p.add_argument("--base", default="microsoft/TRELLIS.2-4B", help="HF repo id, local dir, or 'tiny'")
+    p.add_argument("--output", required=True, help="where the adapter goes (URI ending in .safetensors)")
+    p.add_argument("--report", help="where the JSON report goes (URI)")
+    p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="objects per optimiser step")
+    p.add_argument("--max-tokens-per-micro-batch", type=int, default=None,
+                   help="memory budget: latent tokens per forward/backward (default: fits an 80 GB GPU)")
+    p.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
+    p.add_argument("--no-gradient-checkpointing", dest="gradient_checkpointing", action="store_false")
+    p.add_argument("--eval-objects", type=int, default=16, help="objects in the held-out loss metric")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> dict:
+    from trellis2_worker.train.trainer import TrainRequest, train
+
+    return train(TrainRequest(
+        dataset=args.dataset, denoiser=args.denoiser, resolution=args.resolution, rank=args.rank,
+        learning_rate=args.learning_rate, training_steps=args.training_steps, output=args.output, base=args.base,
+        batch_size=args.batch_size, max_tokens_per_micro_batch=args.max_tokens_per_micro_batch,
+        checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device,
+        gradient_checkpointing=args.gradient_checkpointing, eval_objects=args.eval_objects, progress=args.progress))

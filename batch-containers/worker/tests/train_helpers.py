@@ -1,0 +1,63 @@
+"""Small preprocessed datasets for the train tests, written in the dataset zip format with the latents package's
+writer: random latents of the real shapes and small rendered-looking RGBA views (a disc on transparency)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def _views(folder: Path, rng: np.random.Generator, count: int = 16, size: int = 64) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    frames = []
+    yy, xx = np.mgrid[:size, :size]
+    colour = rng.integers(40, 255, size=3)
+    for i in range(count):
+        cx, cy, r = rng.uniform(20, 44), rng.uniform(20, 44), rng.uniform(8, 18)
+        inside = (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+        img = np.zeros((size, size, 4), np.uint8)
+        img[inside, :3] = np.clip(colour * (0.6 + 0.4 * (xx[inside] / size))[:, None], 0, 255).astype(np.uint8)
+        img[inside, 3] = 255
+        Image.fromarray(img, "RGBA").save(folder / f"{i:03d}.png")
+        frames.append({"file_path": f"{i:03d}.png", "camera_angle_x": 0.5, "transform_matrix": np.eye(4).tolist()})
+    (folder / "transforms.json").write_text(json.dumps({"aabb": [[-0.5] * 3, [0.5] * 3], "scale": 1.0,
+                                                        "offset": [0, 0, 0], "frames": frames}))
+
+
+def make_dataset(out: Path, tokens: list[int], resolution: int = 512, seed: int = 0, base=None,
+                 corrupt: str | None = None) -> Path:
+    """A dataset zip with one object per entry of `tokens` (its shape/PBR latent token count).
+
+    With `base` (a models.Base), the encoder checkpoints recorded are that base's, as preprocess would write them.
+    """
+    from trellis2_worker.latents import DatasetStager
+
+    rng = np.random.default_rng(seed)
+    work = out.parent / (out.stem + "_staging")
+    checkpoints = {}
+    if base is not None:
+        checkpoints = {k: base.checkpoint_sha256(k) for k in ("sparse_structure_encoder", "shape_slat_encoder",
+                                                               "tex_slat_encoder")}
+    stager = DatasetStager(work / "root", resolution, "tiny" if base is None else base.model_id, checkpoints,
+                           {"shape": {"latent_channels": 32}, "pbr": {"latent_channels": 32}}, "test")
+    grid = resolution // 16
+    for i, t in enumerate(tokens):
+        sha = hashlib.sha256(f"object-{seed}-{i}".encode()).hexdigest()
+        flat = rng.choice(grid**3, size=t, replace=False)
+        flat.sort()
+        coords = np.stack(np.unravel_index(flat, (grid,) * 3), axis=1).astype(np.uint8)
+        # Latents with per-object structure (a smooth field over the coords) so there is something to learn.
+        phase = rng.normal(size=(3, 32))
+        shape_feats = (np.sin(coords @ phase * 0.3) * 4 + rng.normal(size=32)).astype(np.float32)
+        pbr_feats = (np.cos(coords @ phase * 0.2) * 2 + 1).astype(np.float32)
+        z = (rng.normal(size=(8, 1, 1, 1)) + np.sin(np.linspace(0, 3, 16))[None, :, None, None]
+             * rng.normal(size=(8, 1, 16, 16))).astype(np.float32)
+        views = work / "views" / sha
+        _views(views, rng)
+        stager.add_object(sha, z, (shape_feats, coords), (pbr_feats, coords), views)
+    stager.finish(out)
+    return out

@@ -1,0 +1,242 @@
+"""The ingest stage: input → safe extraction → discovery → one Blender pass per asset → metadata.csv + report.
+
+Output layout (the contract with the O-Voxel and latent stages):
+    DIR/metadata.csv, DIR/ingest_report.json,
+    DIR/dumps/<sha256>/{mesh.npz, materials.json, *.png}, DIR/renders_cond/<sha256>/{000..015.png, transforms.json}
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+from trellis2_worker import storage
+from trellis2_worker.errors import InputError
+from trellis2_worker.ingest.archive import MAX_ARCHIVE_BYTES, MAX_UNCOMPRESSED_BYTES, extract_zip
+from trellis2_worker.ingest.discovery import SUPPORTED_FORMATS, Asset, discover, file_format, preflight
+from trellis2_worker.render import NUM_COND_VIEWS, seed_for
+
+DEFAULT_TIMEOUT_S = 1800
+METADATA_COLUMNS = [
+    "sha256", "file_identifier", "local_path", "format", "size",
+    "mesh_dumped", "pbr_dumped", "cond_rendered",
+    "num_faces", "num_vertices", "num_materials",
+    "num_basecolor_tex", "num_metallic_tex", "num_roughness_tex", "num_alpha_tex",
+    "ingest_error",
+]
+
+
+def default_memory_mb(workers: int) -> int:
+    """Address-space cap per Blender process: a fair share of this machine's memory, at least 4 GB."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
+    except (ValueError, OSError):
+        total = 16384
+    return max(4096, int(total * 0.8 / max(1, workers)))
+
+
+def _resolve_input(uri: str, workdir: Path, max_archive_bytes: int, max_uncompressed_bytes: int):
+    """(root directory, files under it or None to walk it)."""
+    local = storage.open_input(uri, workdir / "download", max_bytes=max_archive_bytes)
+    if local.is_dir():
+        return local, None
+    if local.suffix.lower() == ".zip" or zipfile.is_zipfile(local):
+        root = workdir / "extracted"
+        files = extract_zip(local, root, max_archive_bytes, max_uncompressed_bytes)
+        return root, files
+    if file_format(local.name):
+        return local.parent, [local.name]
+    raise InputError(f"input is neither a zip archive, a directory nor a 3D file ({', '.join(SUPPORTED_FORMATS)}): "
+                     f"{uri}")
+
+
+def run_blender_pass(asset: Asset, dump_dir: Path, render_dir: Path | None, *, render_size: int,
+                     render_samples: int, threads: int, timeout_s: float, memory_mb: int, log_path: Path,
+                     views: int = NUM_COND_VIEWS) -> dict:
+    """Runs the Blender pass for one asset in a child process; returns its result dict (ok or reason)."""
+    result_path = log_path.with_suffix(".result.json")
+    cmd = [
+        sys.executable, "-m", "trellis2_worker.ingest.blender_pass",
+        "--input", str(asset.path), "--format", asset.format, "--dump-dir", str(dump_dir),
+        "--render-size", str(render_size), "--render-samples", str(render_samples), "--views", str(views),
+        "--seed", str(seed_for(asset.sha256)), "--threads", str(threads), "--memory-mb", str(memory_mb),
+        "--result", str(result_path),
+    ]
+    if render_dir is not None:
+        cmd += ["--render-dir", str(render_dir)]
+    env = dict(os.environ)
+    src = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    started = time.time()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                start_new_session=True)
+        try:
+            code = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # its own session: Blender and anything it started
+            proc.wait()
+            return {"ok": False, "reason": f"timeout: the Blender pass took more than {timeout_s:.0f} s"}
+    seconds = time.time() - started
+    if result_path.is_file():
+        result = json.loads(result_path.read_text())
+        result["seconds"] = round(seconds, 3)
+        return result
+    if code < 0:
+        sig = signal.Signals(-code).name
+        hint = f" (likely out of memory, cap {memory_mb} MB)" if -code == signal.SIGKILL else ""
+        return {"ok": False, "reason": f"Blender crashed with {sig}{hint}"}
+    tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or [""]
+    return {"ok": False, "reason": f"Blender exited with code {code}: {tail[0][:200]}"}
+
+
+class _Progress:
+    def __init__(self, total: int, workers: int, stream=sys.stderr):
+        self.total, self.workers, self.stream = total, max(1, workers), stream
+        self.done, self.started = 0, time.time()
+        self.lock = threading.Lock()
+
+    def update(self, asset: Asset, result: dict) -> None:
+        with self.lock:
+            self.done += 1
+            elapsed = time.time() - self.started
+            eta = elapsed / self.done * (self.total - self.done)
+            status = "ok" if result.get("ok") else f"FAILED: {result.get('reason')}"
+            print(f"[{self.done}/{self.total}] {asset.local_path}: {status} "
+                  f"({result.get('seconds', 0):.1f} s; elapsed {elapsed:.0f} s, ETA {eta:.0f} s)",
+                  file=self.stream, flush=True)
+
+
+def ingest(input_uri: str, out_dir: str | os.PathLike, render_size: int = 1024, render_samples: int = 32,
+           workers: int = 1, timeout_s: float = DEFAULT_TIMEOUT_S, memory_mb: int | None = None,
+           render: bool = True, max_archive_bytes: int = MAX_ARCHIVE_BYTES,
+           max_uncompressed_bytes: int = MAX_UNCOMPRESSED_BYTES, progress: bool = True) -> dict:
+    """Runs the ingest stage; returns the report (also written to DIR/ingest_report.json).
+
+    Per-asset failures are recorded and never stop the run. Raises InputError (exit 2) when the input itself is
+    unusable or when no asset survives (the report is written first)."""
+    if render_size < 8 or render_samples < 1:
+        raise InputError("--render-size must be at least 8 and --render-samples at least 1")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    workers = max(1, int(workers))
+    memory_mb = memory_mb or default_memory_mb(workers)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    started = time.time()
+    workdir = Path(tempfile.mkdtemp(prefix=".ingest-work-", dir=out))
+    try:
+        root, files = _resolve_input(str(input_uri), workdir, max_archive_bytes, max_uncompressed_bytes)
+        found = discover(root, files)
+        if not found.assets:
+            detail = ""
+            if found.manifest_missing:
+                detail = f"; manifest.csv names {len(found.manifest_missing)} missing file(s)"
+            raise InputError(f"no supported 3D object ({', '.join(SUPPORTED_FORMATS)}) in the input{detail}")
+        (out / "dumps").mkdir(exist_ok=True)
+        (out / "renders_cond").mkdir(exist_ok=True)
+        logs = workdir / "logs"
+        logs.mkdir()
+        bar = _Progress(len(found.assets), workers) if progress else None
+
+        def work(asset: Asset) -> dict:
+            t0 = time.time()
+            reason = preflight(asset, root)
+            if reason:
+                result = {"ok": False, "reason": reason, "seconds": round(time.time() - t0, 3)}
+            else:
+                dump_dir = out / "dumps" / asset.sha256
+                render_dir = out / "renders_cond" / asset.sha256 if render else None
+                for d in (dump_dir, render_dir):
+                    if d is not None and d.exists():
+                        shutil.rmtree(d)  # never mix a previous run's files with this one's
+                result = run_blender_pass(
+                    asset, dump_dir, render_dir, render_size=render_size, render_samples=render_samples,
+                    threads=threads, timeout_s=timeout_s, memory_mb=memory_mb,
+                    log_path=logs / f"{asset.sha256}.log",
+                )
+                if not result.get("ok"):
+                    for d in (dump_dir, render_dir):
+                        if d is not None:
+                            shutil.rmtree(d, ignore_errors=True)
+            if bar:
+                bar.update(asset, result)
+            return result
+
+        results: dict[str, dict] = {}
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(work, a): a for a in found.assets}
+            for fut in as_completed(futures):
+                results[futures[fut].sha256] = fut.result()
+
+        report = _write_outputs(out, str(input_uri), found, results, render, render_size, render_samples,
+                                time.time() - started)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if report["succeeded"] == 0:
+        reasons = "; ".join(f"{f['file']}: {f['reason']}" for f in report["failed"][:3])
+        raise InputError(f"none of the {report['objects_found']} objects could be ingested ({reasons})")
+    return report
+
+
+def _write_outputs(out: Path, input_uri: str, found, results: dict, render: bool, render_size: int,
+                   render_samples: int, seconds: float) -> dict:
+    rows, objects, failed = [], [], []
+    for asset in found.assets:
+        res = results[asset.sha256]
+        ok = bool(res.get("ok"))
+        row = {
+            "sha256": asset.sha256, "file_identifier": asset.local_path, "local_path": asset.local_path,
+            "format": asset.format, "size": asset.size,
+            "mesh_dumped": ok, "pbr_dumped": ok, "cond_rendered": ok and render,
+            "ingest_error": "" if ok else res.get("reason", ""),
+        }
+        for key in ("num_faces", "num_vertices", "num_materials", "num_basecolor_tex", "num_metallic_tex",
+                    "num_roughness_tex", "num_alpha_tex"):
+            row[key] = res.get(key, "") if ok else ""
+        row.update(asset.extra)
+        rows.append(row)
+        entry = {"file": asset.local_path, "sha256": asset.sha256, "format": asset.format, "size": asset.size,
+                 "status": "succeeded" if ok else "failed", "seconds": res.get("seconds")}
+        if ok:
+            entry.update({k: res[k] for k in ("num_vertices", "num_faces", "num_materials", "num_basecolor_tex",
+                                                "num_metallic_tex", "num_roughness_tex", "num_alpha_tex")})
+            if res.get("warnings"):
+                entry["warnings"] = res["warnings"]
+        else:
+            entry["reason"] = res.get("reason", "unknown error")
+            failed.append({"file": asset.local_path, "reason": entry["reason"]})
+        if asset.duplicates:
+            entry["duplicates"] = asset.duplicates
+        objects.append(entry)
+    with open(out / "metadata.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=METADATA_COLUMNS + found.extra_columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    report = {
+        "input": input_uri,
+        "objects_found": len(found.assets),
+        "succeeded": sum(o["status"] == "succeeded" for o in objects),
+        "failed": failed,
+        "objects": objects,
+        "duplicates": sum(len(a.duplicates) for a in found.assets),
+        "manifest_missing": found.manifest_missing,
+        "manifest_unsupported": found.manifest_unsupported,
+        "skipped": found.skipped,
+        "render_size": render_size if render else None,
+        "render_samples": render_samples if render else None,
+        "views": NUM_COND_VIEWS if render else 0,
+        "seconds": round(seconds, 1),
+    }
+    (out / "ingest_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report

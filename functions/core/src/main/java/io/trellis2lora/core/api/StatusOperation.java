@@ -52,11 +52,14 @@ public final class StatusOperation extends ApiOperation {
     private String currentStep(String executionArn) {
         var history = services.sfn().getExecutionHistory(b -> b.executionArn(executionArn).reverseOrder(true)
                 .maxResults(100).includeExecutionData(false));
+        // The newest entered state by event id, whatever order the events came back in.
+        HistoryEvent newest = null;
         for (HistoryEvent e : history.events()) {
-            if (e.typeAsString().endsWith("StateEntered") && e.stateEnteredEventDetails() != null) {
-                return e.stateEnteredEventDetails().name();
+            if (e.typeAsString().endsWith("StateEntered") && e.stateEnteredEventDetails() != null
+                    && (newest == null || e.id() > newest.id())) {
+                newest = e;
             }
         }
-        return null;
+        return newest == null ? null : newest.stateEnteredEventDetails().name();
     }
 }

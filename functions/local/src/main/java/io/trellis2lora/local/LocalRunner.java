@@ -1,0 +1,142 @@
+package io.trellis2lora.local;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import io.trellis2lora.core.InputRefusedException;
+import io.trellis2lora.core.Json;
+import io.trellis2lora.core.api.Assessment;
+import io.trellis2lora.core.api.StoredRequest;
+import io.trellis2lora.core.model.TrainingRequest;
+import io.trellis2lora.core.net.AddressPolicy;
+import io.trellis2lora.core.net.SafeHttp;
+import io.trellis2lora.core.storage.StorageLayout;
+import io.trellis2lora.core.validation.RequestValidator;
+import io.trellis2lora.core.zip.ArchiveOpener;
+import io.trellis2lora.core.zip.TempFileStager;
+import io.trellis2lora.finalize.Finalizer;
+import io.trellis2lora.local.asl.BatchSyncBinding;
+import io.trellis2lora.local.asl.Execution;
+import io.trellis2lora.local.asl.ExecutionListener;
+import io.trellis2lora.local.asl.LambdaBinding;
+import io.trellis2lora.local.asl.StateMachine;
+import io.trellis2lora.orchestration.DirectoryObjectStore;
+import io.trellis2lora.orchestration.Preparer;
+import java.io.IOException;
+import java.io.InputStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.time.LocalDateTime;
+import java.time.format.DateTimeFormatter;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.UUID;
+
+/**
+ * The embedded local mode: runs the state machine definition of step-functions/ on this machine, with a directory
+ * standing in for the requests bucket, the Lambda tasks answered by the Prepare and Finalize classes in-process, and
+ * the Batch tasks run as worker processes ({@code bin/trellis2-worker}, one per job, training stages in parallel).
+ */
+public final class LocalRunner {
+    public static final String DEFINITION = "trellis2-lora.asl.json";
+    /** What CloudFormation's DefinitionSubstitutions would fill in, pointing at the local bindings. */
+    public static final Map<String, String> SUBSTITUTIONS = Map.of(
+            "PrepareFunctionArn", "arn:aws:lambda:local:000000000000:function:trellis2-prepare",
+            "FinalizeFunctionArn", "arn:aws:lambda:local:000000000000:function:trellis2-finalize",
+            "JobQueueArn", "arn:aws:batch:local:000000000000:job-queue/trellis2-local",
+            "PreprocessJobDefinitionArn", "arn:aws:batch:local:000000000000:job-definition/trellis2-preprocess",
+            "TrainJobDefinitionArn", "arn:aws:batch:local:000000000000:job-definition/trellis2-train",
+            "RequestsBucket", "local");
+
+    private final Path out;
+    private final String baseModel;
+    private final List<String> workerCommand;
+    private final ExecutionListener listener;
+
+    /**
+     * @param out           the storage directory (requests/, datasets/) and where result.json is copied
+     * @param workerCommand how to start the worker, e.g. [repo/bin/trellis2-worker]
+     */
+    public LocalRunner(Path out, String baseModel, List<String> workerCommand, ExecutionListener listener) {
+        this.out = out.toAbsolutePath().normalize();
+        this.baseModel = baseModel;
+        this.workerCommand = List.copyOf(workerCommand);
+        this.listener = listener;
+    }
+
+    public static String definitionText() throws IOException {
+        try (InputStream in = LocalRunner.class.getResourceAsStream(DEFINITION)) {
+            if (in == null) {
+                throw new IllegalStateException(DEFINITION + " is not on the classpath (build functions/local)");
+            }
+            return new String(in.readAllBytes(), StandardCharsets.UTF_8);
+        }
+    }
+
+    /** Validates the request file and stores request.json as submit would; returns the new request id. */
+    public String submit(Path requestFile) throws IOException {
+        String body;
+        try {
+            body = Files.readString(requestFile);
+        } catch (java.nio.file.NoSuchFileException e) {
+            throw new InputRefusedException("request file " + requestFile + " does not exist");
+        }
+        TrainingRequest request = new RequestValidator(RequestValidator.Mode.LOCAL).parse(body);
+        String url = request.dataUrl();
+        if (!url.toLowerCase(Locale.ROOT).matches("^[a-z][a-z0-9+.-]*://.*") && !Path.of(url).isAbsolute()) {
+            request = request.withDataUrl(requestFile.toAbsolutePath().getParent().resolve(url).normalize().toString());
+        }
+        String requestId = LocalDateTime.now().format(DateTimeFormatter.ofPattern("yyyyMMdd-HHmmss")) + "-"
+                + UUID.randomUUID().toString().substring(0, 8);
+        Assessment a;
+        try (SafeHttp http = new SafeHttp(AddressPolicy.fromEnvironment(System::getenv))) {
+            a = Assessment.of(request, new ArchiveOpener(null, http), new TempFileStager());
+        }
+        StoredRequest stored = new StoredRequest(requestId, java.time.Instant.now().toString(), null, a.request(),
+                a.inputUri(), a.inspection(), a.estimate());
+        new DirectoryObjectStore(out).write(StorageLayout.requestJson(requestId),
+                Json.pretty(stored).getBytes(StandardCharsets.UTF_8), "application/json");
+        return requestId;
+    }
+
+    /** Starts the execution named {@code requestId} (request.json must be stored); returns at once. */
+    public Execution start(String requestId) throws IOException {
+        DirectoryObjectStore store = new DirectoryObjectStore(out);
+        Preparer preparer;
+        SafeHttp http = new SafeHttp(AddressPolicy.fromEnvironment(System::getenv));
+        preparer = new Preparer(store, new ArchiveOpener(null, http), baseModel);
+        Finalizer finalizer = new Finalizer(store, null);
+        StateMachine machine = StateMachine.load(definitionText(), SUBSTITUTIONS);
+        LambdaBinding lambdas = new LambdaBinding(Map.of(
+                SUBSTITUTIONS.get("PrepareFunctionArn"), event -> Json.MAPPER.valueToTree(preparer.prepare(event)),
+                SUBSTITUTIONS.get("FinalizeFunctionArn"), finalizer::handle));
+        BatchSyncBinding batch = new BatchSyncBinding(Map.of(
+                SUBSTITUTIONS.get("PreprocessJobDefinitionArn"), workerCommand,
+                SUBSTITUTIONS.get("TrainJobDefinitionArn"), workerCommand), out);
+        ObjectNode input = Json.MAPPER.createObjectNode();
+        input.put("request_id", requestId);
+        return new Execution(machine, requestId, input, List.of(lambdas, batch), listener,
+                item -> item.path("denoiser").asText(null)).start();
+    }
+
+    /** After the end: DIR/result.json, a copy of requests/&lt;id&gt;/result.json. Null when there is none. */
+    public Path publishResult(String requestId) throws IOException {
+        Path result = out.resolve(StorageLayout.resultJson(requestId));
+        if (!Files.isRegularFile(result)) {
+            return null;
+        }
+        Path target = out.resolve("result.json");
+        Files.copy(result, target, StandardCopyOption.REPLACE_EXISTING);
+        return target;
+    }
+
+    public Path out() {
+        return out;
+    }
+
+    public static JsonNode readJson(Path p) throws IOException {
+        return Json.MAPPER.readTree(p.toFile());
+    }
+}

@@ -1,0 +1,74 @@
+package io.trellis2lora.orchestration;
+
+import java.io.IOException;
+import java.nio.file.AtomicMoveNotSupportedException;
+import java.nio.file.Files;
+import java.nio.file.NoSuchFileException;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.util.Optional;
+
+/** Local mode: the keys are paths under one directory; writes go through a temporary file so readers never see half. */
+public final class DirectoryObjectStore implements ObjectStore {
+    private final Path root;
+
+    public DirectoryObjectStore(Path root) {
+        this.root = root.toAbsolutePath().normalize();
+    }
+
+    public Path root() {
+        return root;
+    }
+
+    public Path path(String key) {
+        Path p = root.resolve(key).normalize();
+        if (!p.startsWith(root)) {
+            throw new IllegalArgumentException("key outside the storage directory: " + key);
+        }
+        return p;
+    }
+
+    @Override
+    public String uri(String key) {
+        return path(key).toString();
+    }
+
+    @Override
+    public Optional<String> keyOf(String uri) {
+        Path p = Path.of(uri).toAbsolutePath().normalize();
+        return p.startsWith(root) ? Optional.of(root.relativize(p).toString().replace('\\', '/')) : Optional.empty();
+    }
+
+    @Override
+    public Optional<byte[]> read(String key) throws IOException {
+        try {
+            return Optional.of(Files.readAllBytes(path(key)));
+        } catch (NoSuchFileException e) {
+            return Optional.empty();
+        }
+    }
+
+    @Override
+    public void write(String key, byte[] data, String contentType) throws IOException {
+        Path target = path(key);
+        Files.createDirectories(target.getParent());
+        Path tmp = Files.createTempFile(target.getParent(), ".tmp-", "");
+        Files.write(tmp, data);
+        try {
+            Files.move(tmp, target, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
+        } catch (AtomicMoveNotSupportedException e) {
+            Files.move(tmp, target, StandardCopyOption.REPLACE_EXISTING);
+        }
+    }
+
+    @Override
+    public long size(String key) throws IOException {
+        Path p = path(key);
+        return Files.isRegularFile(p) ? Files.size(p) : -1;
+    }
+
+    @Override
+    public void delete(String key) throws IOException {
+        Files.deleteIfExists(path(key));
+    }
+}

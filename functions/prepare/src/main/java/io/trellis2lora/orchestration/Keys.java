@@ -1,0 +1,25 @@
+package io.trellis2lora.orchestration;
+
+import io.trellis2lora.core.storage.StorageLayout;
+
+/** Keys the orchestration adds to core's StorageLayout. */
+public final class Keys {
+    private Keys() {
+    }
+
+    /** The preprocess job's report ({"error": ...} on failure). */
+    public static String preprocessReport(String requestId) {
+        return StorageLayout.requestPrefix(requestId) + "preprocess.json";
+    }
+
+    /** The final charge (succeeded stages only); result.json keeps the contract's three fields. */
+    public static String charge(String requestId) {
+        return StorageLayout.requestPrefix(requestId) + "charge.json";
+    }
+
+    /** Written by Finalize once the dataset beside it is complete: only then does Prepare reuse it. */
+    public static String datasetRecord(String datasetKey) {
+        String zip = StorageLayout.dataset(datasetKey);
+        return zip.substring(0, zip.lastIndexOf('/') + 1) + "dataset.json";
+    }
+}

@@ -1,0 +1,28 @@
+package io.trellis2lora.orchestration;
+
+import java.io.IOException;
+import java.util.Optional;
+
+/**
+ * The requests bucket's keys (layout in core's StorageLayout): an S3 bucket in the cloud, a directory in local mode.
+ * {@link #uri} is what the worker is handed: s3://bucket/key, or an absolute path.
+ */
+public interface ObjectStore {
+    String uri(String key);
+
+    /** The key of a URI inside this store, or empty when it points elsewhere. */
+    Optional<String> keyOf(String uri);
+
+    Optional<byte[]> read(String key) throws IOException;
+
+    void write(String key, byte[] data, String contentType) throws IOException;
+
+    /** Size in bytes, or -1 when there is no such object. */
+    long size(String key) throws IOException;
+
+    void delete(String key) throws IOException;
+
+    default boolean exists(String key) throws IOException {
+        return size(key) >= 0;
+    }
+}

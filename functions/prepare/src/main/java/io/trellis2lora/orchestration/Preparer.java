@@ -1,0 +1,151 @@
+package io.trellis2lora.orchestration;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import io.trellis2lora.core.InputRefusedException;
+import io.trellis2lora.core.Json;
+import io.trellis2lora.core.api.StoredRequest;
+import io.trellis2lora.core.model.Denoiser;
+import io.trellis2lora.core.model.TrainingRequest;
+import io.trellis2lora.core.pricing.PriceBreakdown;
+import io.trellis2lora.core.pricing.Pricing;
+import io.trellis2lora.core.storage.StorageLayout;
+import io.trellis2lora.core.zip.ArchiveOpener;
+import io.trellis2lora.core.zip.RangeSource;
+import io.trellis2lora.core.zip.ZipInspection;
+import io.trellis2lora.core.zip.ZipInspector;
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
+import java.util.ArrayList;
+import java.util.HexFormat;
+import java.util.List;
+
+/**
+ * State machine step 1: reads request.json, inspects the archive, looks up a cached dataset made from the same input
+ * bytes at the same resolution with the same base model, prices the request, and writes down every job's command.
+ */
+public final class Preparer {
+    public static final String DEFAULT_BASE_MODEL = "microsoft/TRELLIS.2-4B";
+    private static final int HASH_CHUNK = 8 * 1024 * 1024;
+
+    private final ObjectStore store;
+    private final ArchiveOpener opener;
+    private final String baseModel;
+
+    /**
+     * @param baseModel what the worker's {@code --base} gets: a Hugging Face repo id, a directory, or "tiny"
+     */
+    public Preparer(ObjectStore store, ArchiveOpener opener, String baseModel) {
+        this.store = store;
+        this.opener = opener;
+        this.baseModel = baseModel == null || baseModel.isBlank() ? DEFAULT_BASE_MODEL : baseModel;
+    }
+
+    public Plan prepare(JsonNode event) throws IOException {
+        String requestId = event.path("request_id").asText(null);
+        if (!StorageLayout.isValidRequestId(requestId)) {
+            throw new IllegalArgumentException("Prepare needs a request_id, got " + event);
+        }
+        StoredRequest stored = loadRequest(store, requestId);
+        TrainingRequest request = stored.request();
+        String inputUri = stored.inputUri() != null ? stored.inputUri() : request.dataUrl();
+
+        ZipInspection inspection;
+        String contentSha256;
+        try (ArchiveOpener.Opened opened = opener.open(inputUri, null)) {
+            inspection = ZipInspector.inspect(opened.source(), request.resolution());
+            contentSha256 = inspection.kind() == ZipInspection.Kind.RAW ? sha256(opened.source()) : null;
+        }
+
+        boolean preprocessed = inspection.kind() == ZipInspection.Kind.PREPROCESSED;
+        String datasetKey;
+        String datasetUri;
+        boolean cached;
+        if (preprocessed) {
+            String madeWith = inspection.preparedDataset().baseModel();
+            if (madeWith != null && !sameBase(madeWith, baseModel)) {
+                throw new InputRefusedException("the preprocessed dataset was made with the base model '" + madeWith
+                        + "', but this deployment trains '" + baseModel + "'; send the raw assets instead");
+            }
+            datasetKey = null;
+            datasetUri = inputUri;
+            cached = false;
+        } else {
+            datasetKey = datasetKey(contentSha256, request.resolution(), baseModel);
+            datasetUri = store.uri(StorageLayout.dataset(datasetKey));
+            cached = store.exists(Keys.datasetRecord(datasetKey)) && store.exists(StorageLayout.dataset(datasetKey));
+        }
+        boolean needsPreprocess = !preprocessed && !cached;
+        PriceBreakdown estimate = Pricing.estimate(request, inspection.objects(), !needsPreprocess);
+
+        Plan.Job preprocess = null;
+        if (needsPreprocess) {
+            String report = store.uri(Keys.preprocessReport(requestId));
+            preprocess = new Plan.Job(jobName(requestId, "preprocess"), List.of(
+                    "preprocess", "--input", inputUri, "--resolution", String.valueOf(request.resolution()),
+                    "--base", baseModel, "--output", datasetUri, "--report", report), datasetUri, report);
+        }
+        List<Plan.Stage> stages = new ArrayList<>();
+        for (Denoiser d : request.denoisers()) {
+            String output = store.uri(StorageLayout.adapter(requestId, d));
+            String report = store.uri(StorageLayout.adapterReport(requestId, d));
+            stages.add(new Plan.Stage(requestId, d, jobName(requestId, d.wireName()), List.of(
+                    "train", "--dataset", datasetUri, "--denoiser", d.wireName(),
+                    "--resolution", String.valueOf(request.resolution()), "--rank", String.valueOf(request.rank()),
+                    "--learning-rate", request.learningRate().toPlainString(),
+                    "--training-steps", String.valueOf(request.trainingSteps()),
+                    "--base", baseModel, "--output", output, "--report", report), output, report));
+        }
+        return new Plan(requestId, baseModel, preprocessed ? "preprocessed" : "raw", inputUri, inspection.objects(),
+                datasetKey, datasetUri, cached, needsPreprocess, estimate, preprocess, stages, stages.size());
+    }
+
+    public static StoredRequest loadRequest(ObjectStore store, String requestId) throws IOException {
+        byte[] json = store.read(StorageLayout.requestJson(requestId))
+                .orElseThrow(() -> new IllegalStateException("no request.json for request " + requestId));
+        return Json.MAPPER.readValue(json, StoredRequest.class);
+    }
+
+    /** dataset_key = hash of (input zip bytes, resolution, base model), as ARCHITECTURE.md fixes it. */
+    public static String datasetKey(String contentSha256, int resolution, String baseModel) {
+        return sha256Hex((contentSha256 + "\n" + resolution + "\n" + baseModel).getBytes(StandardCharsets.UTF_8));
+    }
+
+    /** Batch job names: letters, digits, dashes and underscores, at most 128. */
+    static String jobName(String requestId, String what) {
+        String name = ("trellis2-" + requestId + "-" + what).replaceAll("[^A-Za-z0-9_-]", "-");
+        return name.length() > 128 ? name.substring(0, 128) : name;
+    }
+
+    private static boolean sameBase(String a, String b) {
+        return a.equals(b) || lastPart(a).equals(lastPart(b));
+    }
+
+    private static String lastPart(String s) {
+        String t = s.replaceAll("/+$", "");
+        return t.substring(t.lastIndexOf('/') + 1);
+    }
+
+    /** Streams the archive through SHA-256 in large ranged reads (one GET per 8 MiB on S3). */
+    static String sha256(RangeSource source) throws IOException {
+        MessageDigest md = digest();
+        long size = source.size();
+        for (long offset = 0; offset < size; offset += HASH_CHUNK) {
+            md.update(source.read(offset, (int) Math.min(HASH_CHUNK, size - offset)));
+        }
+        return HexFormat.of().formatHex(md.digest());
+    }
+
+    static String sha256Hex(byte[] data) {
+        return HexFormat.of().formatHex(digest().digest(data));
+    }
+
+    private static MessageDigest digest() {
+        try {
+            return MessageDigest.getInstance("SHA-256");
+        } catch (NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+}

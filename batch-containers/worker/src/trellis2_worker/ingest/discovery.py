@@ -118,7 +118,7 @@ def _mtl_textures(mtl: Path) -> list[str]:
             if line.lower().startswith(("map_", "bump", "disp", "decal", "refl", "norm")):
                 parts = line.split()
                 if len(parts) >= 2:
-                    textures.append(parts[-1])
+                    textures.append(parts[-1].replace("\\", "/"))  # Windows-written .mtl files use backslashes
     return textures
 
 

@@ -7,7 +7,6 @@ No CUDA extension: the submanifold convolution is a gather / matmul / scatter ov
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -149,40 +148,38 @@ def _voxel_codes(coords: torch.Tensor, extent: list[int]) -> torch.Tensor:
     return ((c[:, 0] * sx + (c[:, 1] + 1)) * sy + (c[:, 2] + 1)) * sz + (c[:, 3] + 1)
 
 
-def neighbour_map(x: SparseTensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """For each of the 27 offsets (a, b, c) in the weight's order, the (out_rows, in_rows) pairs that exist."""
+def neighbour_table(x: SparseTensor) -> torch.Tensor:
+    """[N, 27] row index of the neighbour at offset (a-1, b-1, c-1), k = 9a + 3b + c; N (a zero row) if absent."""
     key = "neighbours_3x3x3"
     if key in x.cache:
         return x.cache[key]
     coords = x.coords
-    if coords.shape[0] == 0:
-        empty = torch.zeros(0, dtype=torch.long, device=coords.device)
-        res = ([empty] * 27, [empty] * 27)
-        x.cache[key] = res
-        return res
-    extent = [s + 2 for s in x.spatial_shape]
-    codes = _voxel_codes(coords, extent)
-    sorted_codes, order = torch.sort(codes)
-    outs, ins = [], []
-    sx, sy, sz = extent
-    for a in range(3):
-        for b in range(3):
-            for c in range(3):
-                delta = ((a - 1) * sy + (b - 1)) * sz + (c - 1)
-                q = codes + delta
-                pos = torch.searchsorted(sorted_codes, q).clamp_(max=sorted_codes.numel() - 1)
-                hit = sorted_codes[pos] == q
-                # Neighbours at -1 or S stay inside the padded extent, so a code never aliases another row or item.
-                out_rows = torch.nonzero(hit, as_tuple=True)[0]
-                outs.append(out_rows)
-                ins.append(order[pos[out_rows]])
-    res = (outs, ins)
-    x.cache[key] = res
-    return res
+    n = coords.shape[0]
+    table = torch.full((n, 27), n, dtype=torch.long, device=coords.device)
+    if n:
+        extent = [s + 2 for s in x.spatial_shape]
+        codes = _voxel_codes(coords, extent)
+        sorted_codes, order = torch.sort(codes)
+        _, sy, sz = extent
+        for k in range(27):
+            a, b, c = k // 9, (k // 3) % 3, k % 3
+            q = codes + (a - 1) * sy * sz + (b - 1) * sz + (c - 1)
+            pos = torch.searchsorted(sorted_codes, q).clamp_(max=n - 1)
+            # Neighbours at -1 or S stay inside the padded extent, so a code never aliases another row or item.
+            hit = sorted_codes[pos] == q
+            table[:, k] = torch.where(hit, order[pos], n)
+    x.cache[key] = table
+    return table
+
+
+# Rows per im2col chunk are chosen so a chunk holds about this many elements (bounds the temporary memory).
+IM2COL_ELEMENTS = 1 << 25
 
 
 class SparseConv3d(nn.Module):
-    """Submanifold 3×3×3 conv, stride 1; `weight` [Co, 3, 3, 3, Ci] as flex_gemm stores it (spec §6.2)."""
+    """Submanifold 3×3×3 conv, stride 1; `weight` [Co, 3, 3, 3, Ci] as flex_gemm stores it (spec §6.2).
+
+    Computed as im2col over the neighbour table (gather [rows, 27·Ci]) and one matmul per chunk of rows."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, bias: bool = True):
         super().__init__()
@@ -196,33 +193,23 @@ class SparseConv3d(nn.Module):
 
     def reset_parameters(self) -> None:
         # Same distribution as the reference (kaiming-uniform of the Conv3d-layout weight).
-        fan_in = self.in_channels * 27
-        bound = 1.0 / math.sqrt(fan_in)
+        bound = 1.0 / math.sqrt(self.in_channels * 27)
         nn.init.uniform_(self.weight, -bound, bound)
         if self.bias is not None:
             nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: SparseTensor) -> SparseTensor:
-        outs, ins = neighbour_map(x)
+        table = neighbour_table(x)
         feats = x.feats
-        w = self.weight
-        if feats.dtype != w.dtype and not torch.is_autocast_enabled(feats.device.type):
-            raise TypeError(f"SparseConv3d got {feats.dtype} features for {w.dtype} weights")
-        n = feats.shape[0]
-        out = None
-        for k in range(27):
-            o, i = outs[k], ins[k]
-            if o.numel() == 0:
-                continue
-            a, b, c = k // 9, (k // 3) % 3, k % 3
-            contrib = F.linear(feats[i], w[:, a, b, c, :])
-            if out is None:
-                out = torch.zeros(n, self.out_channels, dtype=contrib.dtype, device=feats.device)
-            out = out.index_add(0, o, contrib)
-        if out is None:
-            out = torch.zeros(n, self.out_channels, dtype=w.dtype, device=feats.device)
-        if self.bias is not None:
-            out = out + self.bias.to(out.dtype)
+        n, ci = feats.shape
+        w = self.weight.reshape(self.out_channels, 27 * ci)
+        padded = torch.cat([feats, feats.new_zeros(1, ci)], dim=0)
+        step = max(1, IM2COL_ELEMENTS // (27 * ci))
+        outs = []
+        for start in range(0, n, step):
+            cols = padded[table[start:start + step]].reshape(-1, 27 * ci)
+            outs.append(F.linear(cols, w, self.bias))
+        out = torch.cat(outs, dim=0) if outs else feats.new_zeros(0, self.out_channels)
         return x.replace(out)
 
     def extra_repr(self) -> str:
@@ -283,4 +270,3 @@ def dense_to_sparse_reference_conv(x: SparseTensor, weight: torch.Tensor, bias: 
     return out[c[:, 0], :, c[:, 1], c[:, 2], c[:, 3]]
 
 
-ModuleFn = Callable[[SparseTensor], SparseTensor]

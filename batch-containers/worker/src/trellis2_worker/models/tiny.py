@@ -18,24 +18,29 @@ from .base import cache_root
 from .conditioner import tiny_dinov3_config
 from .loading import build_model
 
-TINY_VERSION = "1"
+TINY_VERSION = "2"
 SEED = 20240601
 DINO_DIR = "dinov3-tiny"
 COND = 64  # tiny DINOv3 hidden size = the flows' cond_channels
 
+# Flows: head dim 32 keeps the RoPE layout (5 frequencies per axis, x|y|z, one identity slot). float32 blocks and
+# float32 VAEs (the official files say bfloat16 / use_fp16) because CPUs have no fast bf16/fp16 matmul; the
+# reduced-precision paths are covered by the golden and precision tests instead.
 _FLOW = dict(model_channels=64, cond_channels=COND, num_blocks=2, num_heads=2, mlp_ratio=5.3334, pe_mode="rope",
-             share_mod=True, initialization="scaled", qk_rms_norm=True, qk_rms_norm_cross=True, dtype="bfloat16")
+             share_mod=True, initialization="scaled", qk_rms_norm=True, qk_rms_norm_cross=True, dtype="float32")
+# The SS flow always sees 16³ = 4096 tokens, so it is narrower (one head) to keep CPU training fast.
+_SS_FLOW = dict(_FLOW, model_channels=32, num_heads=1)
 _SC_ENC = dict(model_channels=[8, 16, 32, 64, 128], latent_channels=32, num_blocks=[0, 1, 1, 1, 1],
                block_type=["SparseConvNeXtBlock3d"] * 5, down_block_type=["SparseResBlockS2C3d"] * 4,
-               block_args=[{"use_checkpoint": False}] * 5, use_fp16=True)
+               block_args=[{"use_checkpoint": False}] * 5, use_fp16=False)
 _SC_DEC = dict(model_channels=[128, 64, 32, 16, 8], latent_channels=32, num_blocks=[1, 1, 1, 1, 0],
                block_type=["SparseConvNeXtBlock3d"] * 5, up_block_type=["SparseResBlockC2S3d"] * 4,
-               block_args=[{"use_checkpoint": False}] * 5, use_fp16=True)
+               block_args=[{"use_checkpoint": False}] * 5, use_fp16=False)
 
 # path (relative to the base root, no extension) -> checkpoint config; the official file names.
 TINY_MODELS = {
     "ckpts/ss_flow_img_dit_1_3B_64_bf16": {"name": "SparseStructureFlowModel", "args": dict(
-        resolution=16, in_channels=8, out_channels=8, **_FLOW)},
+        resolution=16, in_channels=8, out_channels=8, **_SS_FLOW)},
     "ckpts/slat_flow_img2shape_dit_1_3B_512_bf16": {"name": "SLatFlowModel", "args": dict(
         resolution=32, in_channels=32, out_channels=32, **_FLOW)},
     "ckpts/slat_flow_img2shape_dit_1_3B_1024_bf16": {"name": "SLatFlowModel", "args": dict(
@@ -51,10 +56,10 @@ TINY_MODELS = {
         out_channels=6, pred_subdiv=False, **_SC_DEC)},
     "microsoft/TRELLIS-image-large/ckpts/ss_enc_conv3d_16l8_fp16": {"name": "SparseStructureEncoder", "args": dict(
         in_channels=1, latent_channels=8, num_res_blocks=1, num_res_blocks_middle=1, channels=[8, 16, 32],
-        use_fp16=True)},
+        use_fp16=False)},
     "microsoft/TRELLIS-image-large/ckpts/ss_dec_conv3d_16l8_fp16": {"name": "SparseStructureDecoder", "args": dict(
         out_channels=1, latent_channels=8, num_res_blocks=1, num_res_blocks_middle=1, channels=[32, 16, 8],
-        use_fp16=True)},
+        use_fp16=False)},
 }
 
 PIPELINE_MODELS = {

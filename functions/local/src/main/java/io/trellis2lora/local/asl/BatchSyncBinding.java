@@ -74,7 +74,8 @@ public final class BatchSyncBinding implements TaskBinding {
                 job.putObject("Container").put("ExitCode", 0).set("Command", p.path("ContainerOverrides").path("Command"));
                 return job;
             }
-            boolean retry = attempt < attempts && shouldRetry(p.path("RetryStrategy").path("EvaluateOnExit"), result);
+            boolean retry = attempt < attempts && shouldRetry(p.path("RetryStrategy").path("EvaluateOnExit"),
+                    result.exitCode, result.statusReason, result.reason);
             if (!retry) {
                 job.put("Status", "FAILED");
                 job.put("StatusReason", result.statusReason);
@@ -160,11 +161,13 @@ public final class BatchSyncBinding implements TaskBinding {
     }
 
     /** AWS Batch's EvaluateOnExit: the first condition that matches decides; no match means RETRY. */
-    static boolean shouldRetry(JsonNode conditions, Attempt result) {
+    public static boolean shouldRetry(JsonNode conditions, int exitCode, String statusReason, String reason) {
         for (JsonNode condition : conditions) {
-            boolean match = (!condition.has("OnExitCode") || glob(condition.get("OnExitCode").asText(), String.valueOf(result.exitCode)))
-                    && (!condition.has("OnStatusReason") || glob(condition.get("OnStatusReason").asText(), result.statusReason))
-                    && (!condition.has("OnReason") || glob(condition.get("OnReason").asText(), result.reason));
+            // A job that never ran (host lost, container never started) has no exit code to match.
+            boolean match = (!condition.has("OnExitCode")
+                            || (exitCode >= 0 && glob(condition.get("OnExitCode").asText(), String.valueOf(exitCode))))
+                    && (!condition.has("OnStatusReason") || glob(condition.get("OnStatusReason").asText(), statusReason))
+                    && (!condition.has("OnReason") || glob(condition.get("OnReason").asText(), reason));
             if (match) {
                 return condition.path("Action").asText().equalsIgnoreCase("RETRY");
             }

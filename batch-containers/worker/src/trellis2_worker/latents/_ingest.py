@@ -1,0 +1,155 @@
+"""The ingest half of `preprocess`, with a per-object cache of the Blender results so that a rerun skips them.
+
+`trellis2_worker.ingest.ingest` runs every asset of its input; to resume after a crash without redoing finished
+Blender passes, the input is discovered here first (the ingest package's own `discover`, so the sha256 keys agree),
+assets already in the cache are left out, and the rest are ingested in small batches, each batch from a hard-linked
+copy of the input tree that holds only that batch's 3D files (side files such as .bin/.mtl/textures are all kept).
+Each finished batch is moved into the cache at once, so a crash loses at most one batch.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import zipfile
+from pathlib import Path
+
+from trellis2_worker.errors import InputError
+from trellis2_worker.latents import layout
+
+
+class IngestCache:
+    """`root/<render_size>/<sha256>/{dump/, renders/, row.json, done.json}` for objects whose Blender pass succeeded."""
+
+    def __init__(self, root: Path, render_size: int):
+        self.dir = Path(root) / "ingest" / str(render_size)
+
+    def obj(self, sha: str) -> Path:
+        return self.dir / sha
+
+    def has(self, sha: str) -> bool:
+        d = self.obj(sha)
+        return (d / "done.json").is_file() and (d / "dump" / "mesh.npz").is_file() and (d / "renders" / layout.TRANSFORMS_FILE).is_file()
+
+    def row(self, sha: str) -> dict:
+        return json.loads((self.obj(sha) / "row.json").read_text())
+
+    def seconds(self, sha: str) -> float | None:
+        return json.loads((self.obj(sha) / "done.json").read_text()).get("seconds")
+
+    def put(self, sha: str, dump_dir: Path, render_dir: Path, row: dict, seconds) -> None:
+        d = self.obj(sha)
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir(parents=True)
+        shutil.move(str(dump_dir), d / "dump")
+        shutil.move(str(render_dir), d / "renders")
+        (d / "row.json").write_text(json.dumps(row))
+        (d / "done.json").write_text(json.dumps({"seconds": seconds}))  # last: marks it complete
+
+
+def _resolve(local: Path, work: Path) -> tuple[Path, list[str] | None]:
+    from trellis2_worker.ingest import SUPPORTED_FORMATS, extract_zip
+    from trellis2_worker.ingest.discovery import file_format
+
+    if local.is_dir():
+        return local, None
+    if local.suffix.lower() == ".zip" or zipfile.is_zipfile(local):
+        root = work / "extracted"
+        return root, extract_zip(local, root)
+    if file_format(local.name):
+        return local.parent, [local.name]
+    raise InputError(f"input is neither a zip archive, a directory nor a 3D file ({', '.join(SUPPORTED_FORMATS)})")
+
+
+def _link_tree(root: Path, files: list[str], keep, dest: Path) -> None:
+    for rel in files:
+        if not keep(rel):
+            continue
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(root / rel, target)
+        except OSError:
+            shutil.copyfile(root / rel, target)
+
+
+def _filtered_manifest(root: Path, wanted: set[str], dest: Path) -> None:
+    from trellis2_worker.ingest.discovery import MANIFEST
+
+    path = root / MANIFEST
+    if not path.is_file():
+        return
+    text = path.read_bytes().decode("utf-8-sig", errors="replace")
+    reader = csv.DictReader(io.StringIO(text))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=reader.fieldnames or ["file"])
+    writer.writeheader()
+    for row in reader:
+        name = (row.get("file") or "").strip().replace("\\", "/")
+        while name.startswith("./"):
+            name = name[2:]
+        if name in wanted or name.lower() in {w.lower() for w in wanted}:
+            writer.writerow(row)
+    (dest / MANIFEST).write_text(out.getvalue())
+
+
+def run(local: Path, work: Path, cache: IngestCache, *, render_size: int, workers: int, batch_size: int = 0) -> dict:
+    """Ingest every asset not yet cached; returns {found, objects: {sha: row}, failed, seconds: {sha: s}, dirs}."""
+    from trellis2_worker.ingest import discover, ingest
+    from trellis2_worker.ingest.discovery import MANIFEST, file_format, list_files
+
+    work.mkdir(parents=True, exist_ok=True)
+    root, files = _resolve(local, work)
+    if files is None:
+        files, _ = list_files(root)
+    found = discover(root, files)
+    if not found.assets:
+        raise InputError("no supported 3D object in the input")
+    todo = [a for a in found.assets if not cache.has(a.sha256)]
+    batch_size = batch_size or max(4, 4 * max(1, workers))
+    failed: list[dict] = []
+    for b in range(0, len(todo), batch_size):
+        batch = todo[b : b + batch_size]
+        wanted = {p for a in batch for p in [a.local_path, *a.duplicates]}
+        bdir = work / f"batch-{b // batch_size}"
+        src, out = bdir / "input", bdir / "out"
+        _link_tree(root, files, lambda rel: rel != MANIFEST and (file_format(rel) is None or rel in wanted), src)
+        _filtered_manifest(root, wanted, src)
+        try:
+            report = ingest(str(src), out, render_size=render_size, workers=workers)
+        except InputError:
+            # a batch where nothing survived still wrote its report; anything else is the input's fault as a whole
+            if not (out / "ingest_report.json").is_file():
+                raise
+            report = json.loads((out / "ingest_report.json").read_text())
+        with open(out / "metadata.csv", newline="") as f:
+            rows = {r["sha256"]: r for r in csv.DictReader(f)}
+        for obj in report.get("objects", []):
+            sha = obj["sha256"]
+            if obj.get("status") == "succeeded" and sha in rows:
+                cache.put(sha, out / "dumps" / sha, out / layout.RENDERS_DIR / sha, rows[sha], obj.get("seconds"))
+            else:
+                failed.append({"file": obj.get("file"), "reason": obj.get("reason", "ingest failed")})
+        shutil.rmtree(bdir, ignore_errors=True)
+
+    objects, seconds = {}, {}
+    for a in found.assets:
+        if not cache.has(a.sha256):
+            continue
+        row = cache.row(a.sha256)
+        # the cached row may come from another archive holding the same file: paths and manifest columns are this one's
+        row.update({"local_path": a.local_path, "file_identifier": a.local_path, **a.extra})
+        objects[a.sha256] = row
+        seconds[a.sha256] = cache.seconds(a.sha256)
+    return {
+        "found": len(found.assets),
+        "objects": objects,
+        "failed": failed,
+        "seconds": seconds,
+        "cached": len(found.assets) - len(todo),
+        "duplicates": sum(len(a.duplicates) for a in found.assets),
+    }

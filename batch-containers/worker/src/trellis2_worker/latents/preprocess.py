@@ -1,0 +1,301 @@
+"""`preprocess`: raw assets → the preprocessed dataset zip, or a preprocessed zip validated and passed through.
+
+Flow for raw assets: ingest (safe extraction, discovery, Blender dumps, condition renders) → per object: exact unit-cube
+normalisation, O-Voxel dual grid and PBR voxels at the request's resolution, the 64³ SS occupancy, the three encoders →
+dataset zip. Each finished object is cached under `cache_dir/<base fingerprint>/<resolution>/<sha256>/`, so a rerun
+after a crash only redoes what is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from trellis2_worker import __version__
+from trellis2_worker.errors import InputError
+from trellis2_worker.latents import layout
+from trellis2_worker.latents.dataset import DatasetStager, classify_archive, save_sparse_latent, save_ss_latent, validate_dataset
+from trellis2_worker.latents.encode import EncodingError, align_pbr_to_shape, encode_pbr, encode_shape, encode_ss, for_device
+from trellis2_worker.latents.occupancy import ss_occupancy
+
+log = logging.getLogger(__name__)
+
+ENCODER_KEYS = {"ss": layout.SS_ENCODER_KEY, "shape": layout.SHAPE_ENCODER_KEY, "pbr": layout.TEX_ENCODER_KEY}
+DEFAULT_RENDER_SIZE = 1024  # the reference renders condition views at 1024²
+ENCODER_NAMES = {"ss": layout.SS_ENCODER_NAME, "shape": layout.SHAPE_ENCODER_NAME, "pbr": layout.TEX_ENCODER_NAME}
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("TRELLIS2_PREPROCESS_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "trellis2-lora" / "preprocess"
+
+
+def _device():
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# --------------------------------------------------------------------------------------------- one object
+
+
+def encode_object(dump_dir: Path, resolution: int, encoders: dict, device="cpu") -> dict:
+    """O-Voxels and latents of one ingested object. Returns the latents, voxel counts and per-phase seconds."""
+    from trellis2_worker.latents import _ovoxel
+
+    times = {}
+    t = time.perf_counter()
+    try:
+        dump = _ovoxel.load_normalised(dump_dir)
+    except InputError as exc:  # one object's bad dump fails that object, not the run
+        raise EncodingError(str(exc)) from None
+    times["load_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    coords, dual_u8, intersected = _ovoxel.dual_grid(dump, resolution)
+    times["ovoxel_dual_grid_s"] = time.perf_counter() - t
+    if len(coords) == 0:
+        raise EncodingError("the mesh gives no surface voxels")
+    t = time.perf_counter()
+    pbr_coords, attrs = _ovoxel.pbr_voxels(dump, resolution)
+    attrs = _ovoxel.align_rows(coords, pbr_coords, attrs)
+    times["ovoxel_pbr_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    occ = ss_occupancy(dump.vertices, dump.faces)
+    times["ss_occupancy_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    shape = encode_shape(encoders["shape"], coords, dual_u8, intersected, device)
+    times["encode_shape_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    pbr_feats, pbr_c = encode_pbr(encoders["pbr"], coords, attrs, device)
+    pbr = (align_pbr_to_shape(shape[1], pbr_feats, pbr_c), shape[1])
+    times["encode_pbr_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    ss_z = encode_ss(encoders["ss"], occ, device)
+    times["encode_ss_s"] = time.perf_counter() - t
+    grid = resolution // layout.LATENT_DOWNSAMPLE
+    if len(shape[1]) == 0 or shape[1].min() < 0 or shape[1].max() >= grid:
+        raise EncodingError(f"shape latent is empty or falls outside the {grid}^3 latent grid")
+    return {
+        "ss": ss_z,
+        "shape": shape,
+        "pbr": pbr,
+        "stats": {"dual_grid_size": int(len(coords)), "num_pbr_voxels": int(len(pbr_coords)), "ss_cells": int(len(occ))},
+        "times": times,
+    }
+
+
+# --------------------------------------------------------------------------------------------- cache
+
+
+class ObjectCache:
+    """Finished objects by sha256 for one (base fingerprint, resolution); a `done.json` marks an object complete."""
+
+    def __init__(self, root: Path, fingerprint: str, resolution: int):
+        self.dir = Path(root) / fingerprint / str(resolution)
+        self.resolution = resolution
+
+    def _obj(self, sha: str) -> Path:
+        return self.dir / sha
+
+    def get(self, sha: str) -> dict | None:
+        d = self._obj(sha)
+        try:
+            done = json.loads((d / "done.json").read_text())
+            with np.load(d / "ss.npz", allow_pickle=False) as f:
+                ss = f["z"]
+            with np.load(d / "shape.npz", allow_pickle=False) as f:
+                shape = (f["feats"], f["coords"])
+            with np.load(d / "pbr.npz", allow_pickle=False) as f:
+                pbr = (f["feats"], f["coords"])
+        except (OSError, ValueError, KeyError):
+            return None  # absent or half-written: redo the object
+        return {"ss": ss, "shape": shape, "pbr": pbr, "stats": done.get("stats", {}), "times": done.get("times", {})}
+
+    def put(self, sha: str, result: dict) -> None:
+        d = self._obj(sha)
+        d.mkdir(parents=True, exist_ok=True)
+        save_ss_latent(d / "ss.npz", result["ss"])
+        save_sparse_latent(d / "shape.npz", *result["shape"])
+        save_sparse_latent(d / "pbr.npz", *result["pbr"])
+        tmp = d / "done.json.partial"
+        tmp.write_text(json.dumps({"stats": result["stats"], "times": result["times"]}))
+        tmp.replace(d / "done.json")  # last: marks the object complete
+
+
+def base_fingerprint(model_id: str, checkpoints: dict) -> str:
+    h = hashlib.sha256(json.dumps({"base": model_id, "checkpoints": checkpoints}, sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------- command
+
+
+def reuse_dataset(local: Path, resolution: int, base_model: str, allow_other_base: bool) -> dict:
+    summary = validate_dataset(local, resolution, base_model, allow_other_base)
+    return {
+        "kind": "preprocessed",
+        "reused": True,
+        "resolution": summary["resolution"],
+        "base_model": summary["base_model"],
+        "objects_found": summary["objects"],
+        "objects_succeeded": summary["objects"],
+        "objects_failed": 0,
+        "failed": [],
+        "tokens": summary["tokens"],
+    }
+
+
+def preprocess(
+    input_uri: str,
+    resolution: int,
+    base: str,
+    output_uri: str,
+    render_size: int | None = None,
+    workers: int = 1,
+    cache_dir: str | Path | None = None,
+    allow_other_base: bool = False,
+    work_dir: str | Path | None = None,
+) -> dict:
+    """The `preprocess` command; returns the report."""
+    from trellis2_worker import storage
+
+    if resolution not in layout.RESOLUTIONS:
+        raise InputError(f"resolution must be one of {list(layout.RESOLUTIONS)}, got {resolution}")
+    t_start = time.perf_counter()
+    own_work = work_dir is None
+    work = Path(work_dir or tempfile.mkdtemp(prefix="trellis2-preprocess-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        local = storage.open_input(input_uri, work / "input")
+        kind = classify_archive(local)
+        if kind == "mixed":
+            raise InputError("archive mixes raw 3D assets with a preprocessed dataset; send one or the other")
+        if kind == "dataset":
+            base_id = _base_model_id(base)
+            report = reuse_dataset(local, resolution, base_id, allow_other_base)
+            if local.is_dir():
+                raise InputError("a preprocessed dataset must be given as a .zip to be passed through")
+            storage.upload_file(local, output_uri)  # unchanged bytes: the same dataset key downstream
+        else:
+            report = _preprocess_raw(local, resolution, base, output_uri, render_size, workers, cache_dir, work)
+        report["output"] = output_uri
+        report["seconds"] = round(time.perf_counter() - t_start, 3)
+        return report
+    finally:
+        if own_work:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _base_model_id(base: str) -> str:
+    """The id `load_base(base).model_id` would give, without loading anything (no compute on reuse)."""
+    if base == "tiny":
+        return "tiny"
+    p = Path(base)
+    if p.is_dir():
+        return p.resolve().name
+    return base
+
+
+def _preprocess_raw(local: Path, resolution, base, output_uri, render_size, workers, cache_dir, work: Path) -> dict:
+    from trellis2_worker import storage
+    from trellis2_worker.latents import _ingest
+    from trellis2_worker.models import load_base
+
+    render_size = render_size or DEFAULT_RENDER_SIZE
+    cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    icache = _ingest.IngestCache(cache_root, render_size)
+    ing = _ingest.run(local, work / "ingest", icache, render_size=render_size, workers=workers)
+    timings["ingest_s"] = time.perf_counter() - t
+    failed = list(ing["failed"])
+
+    t = time.perf_counter()
+    base_obj = load_base(base)
+    device = _device()
+    encoders = {k: for_device(base_obj.load(key, device=device), device) for k, key in ENCODER_KEYS.items()}
+    checkpoints = {key: base_obj.checkpoint_sha256(key) for key in ENCODER_KEYS.values()}
+    timings["load_models_s"] = time.perf_counter() - t
+    cache = ObjectCache(cache_root, base_fingerprint(base_obj.model_id, checkpoints), resolution)
+
+    encoder_info = {
+        k: {"name": ENCODER_NAMES[k], "key": ENCODER_KEYS[k], "checkpoint_sha256": checkpoints[ENCODER_KEYS[k]]}
+        for k in ENCODER_KEYS
+    }
+    encoder_info["ss"].update(grid=layout.SS_GRID, occupancy_of_resolution=1024, latent_shape=list(layout.SS_LATENT_SHAPE))
+    for k in ("shape", "pbr"):
+        encoder_info[k].update(resolution=resolution, latent_channels=None, sample_posterior=False)
+    encoder_info["ss"]["sample_posterior"] = False
+    stager = DatasetStager(work / "dataset", resolution, base_obj.model_id, checkpoints, encoder_info, __version__)
+
+    phase_totals: dict[str, float] = {}
+    per_object, cached, channels = [], 0, set()
+    for sha, row in ing["objects"].items():
+        name = row.get("local_path", sha)
+        result = cache.get(sha)
+        if result is not None:
+            cached += 1
+        else:
+            log.info("encoding %s (%s)", name, sha[:12])
+            try:
+                result = encode_object(icache.obj(sha) / "dump", resolution, encoders, device)
+            except EncodingError as exc:
+                failed.append({"file": name, "reason": f"O-Voxel/encoding failed: {exc}"})
+                continue
+            cache.put(sha, result)
+            for k, v in result["times"].items():
+                phase_totals[k] = phase_totals.get(k, 0.0) + v
+        meta = {k: v for k, v in row.items() if k not in ("format", "size", "ingest_error") and v not in ("", None)}
+        meta.update(dual_grid_converted=True, dual_grid_size=result["stats"].get("dual_grid_size"), pbr_voxelized=True,
+                    num_pbr_voxels=result["stats"].get("num_pbr_voxels"))
+        entry = stager.add_object(sha, result["ss"], result["shape"], result["pbr"], icache.obj(sha) / "renders", meta)
+        channels |= {result["shape"][0].shape[1], result["pbr"][0].shape[1]}
+        per_object.append({"sha256": sha, "file": name, "shape_tokens": entry["shape_tokens"], "pbr_tokens": entry["pbr_tokens"]})
+
+    if not per_object:
+        reasons = "; ".join(f"{f.get('file')}: {f.get('reason')}" for f in failed[:5])
+        raise InputError(f"no object could be preprocessed ({ing['found']} found){': ' + reasons if reasons else ''}")
+    if len(channels) != 1:
+        raise RuntimeError(f"the encoders gave latents with different channel counts: {sorted(channels)}")
+    latent_channels = channels.pop()
+    for k in ("shape", "pbr"):
+        encoder_info[k]["latent_channels"] = latent_channels
+    stager.info["encoders"] = encoder_info
+
+    t = time.perf_counter()
+    out_zip = work / "preprocessed.zip"
+    stager.finish(out_zip)
+    storage.upload_file(out_zip, output_uri)
+    timings["write_dataset_s"] = time.perf_counter() - t
+    timings.update(phase_totals)
+    blender = [s for s in ing["seconds"].values() if s is not None]
+    return {
+        "kind": "raw",
+        "reused": False,
+        "resolution": resolution,
+        "base_model": base_obj.model_id,
+        "render_size": render_size,
+        "objects_found": ing["found"],
+        "objects_succeeded": len(per_object),
+        "objects_failed": len(failed),
+        "failed": failed,
+        "objects": per_object,
+        "objects_from_cache": {"ingest": ing["cached"], "latents": cached},
+        "tokens": {o["sha256"]: {"shape": o["shape_tokens"], "pbr": o["pbr_tokens"]} for o in per_object},
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "blender_seconds_per_object": round(sum(blender) / len(blender), 3) if blender else None,
+        "device": device,
+    }

@@ -69,7 +69,8 @@ def rendered(real, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ingest-render")
     archive = _zip_tree(real, tmp / "subset.zip", only=RENDERED)
     out = tmp / "out"
-    report = ingest(str(archive), out, render_size=RENDER_SIZE, render_samples=2, workers=2, timeout_s=300)
+    report = ingest(str(archive), out, render_size=RENDER_SIZE, render_samples=2, workers=2, timeout_s=300,
+                    denoise="fast")
     return out, report
 
 

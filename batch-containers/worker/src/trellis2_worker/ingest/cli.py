@@ -17,6 +17,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="output directory (dumps/, renders_cond/, metadata.csv, report)")
     p.add_argument("--render-size", type=int, default=1024, help="condition render size in pixels")
     p.add_argument("--render-samples", type=int, default=32, help="Cycles samples per condition render")
+    p.add_argument("--denoise", choices=("accurate", "fast", "off"), default="accurate",
+                   help="OpenImageDenoise quality for the renders (accurate = the reference's)")
     p.add_argument("--workers", type=int, default=1, help="Blender processes run at once")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds allowed per asset")
     p.add_argument("--memory-mb", type=int, default=0, help="address-space cap per Blender process (0: automatic)")
@@ -39,7 +41,8 @@ def run_ingest(args) -> dict:
 
     return ingest(
         args.input, args.out, render_size=args.render_size, render_samples=args.render_samples,
-        workers=args.workers, timeout_s=args.timeout, memory_mb=args.memory_mb or None, render=not args.no_render,
+        workers=args.workers, timeout_s=args.timeout, denoise=args.denoise, memory_mb=args.memory_mb or None,
+        render=not args.no_render,
     )
 
 

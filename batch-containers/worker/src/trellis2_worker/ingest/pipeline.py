@@ -63,13 +63,14 @@ def _resolve_input(uri: str, workdir: Path, max_archive_bytes: int, max_uncompre
 
 def run_blender_pass(asset: Asset, dump_dir: Path, render_dir: Path | None, *, render_size: int,
                      render_samples: int, threads: int, timeout_s: float, memory_mb: int, log_path: Path,
-                     views: int = NUM_COND_VIEWS) -> dict:
+                     views: int = NUM_COND_VIEWS, denoise: str = "accurate") -> dict:
     """Runs the Blender pass for one asset in a child process; returns its result dict (ok or reason)."""
     result_path = log_path.with_suffix(".result.json")
     cmd = [
         sys.executable, "-m", "trellis2_worker.ingest.blender_pass",
         "--input", str(asset.path), "--format", asset.format, "--dump-dir", str(dump_dir),
         "--render-size", str(render_size), "--render-samples", str(render_samples), "--views", str(views),
+        "--denoise", denoise,
         "--seed", str(seed_for(asset.sha256)), "--threads", str(threads), "--memory-mb", str(memory_mb),
         "--result", str(result_path),
     ]
@@ -121,13 +122,16 @@ class _Progress:
 def ingest(input_uri: str, out_dir: str | os.PathLike, render_size: int = 1024, render_samples: int = 32,
            workers: int = 1, timeout_s: float = DEFAULT_TIMEOUT_S, memory_mb: int | None = None,
            render: bool = True, max_archive_bytes: int = MAX_ARCHIVE_BYTES,
-           max_uncompressed_bytes: int = MAX_UNCOMPRESSED_BYTES, progress: bool = True) -> dict:
+           max_uncompressed_bytes: int = MAX_UNCOMPRESSED_BYTES, progress: bool = True,
+           denoise: str = "accurate") -> dict:
     """Runs the ingest stage; returns the report (also written to DIR/ingest_report.json).
 
     Per-asset failures are recorded and never stop the run. Raises InputError (exit 2) when the input itself is
     unusable or when no asset survives (the report is written first)."""
     if render_size < 8 or render_samples < 1:
         raise InputError("--render-size must be at least 8 and --render-samples at least 1")
+    if denoise not in ("accurate", "fast", "off"):
+        raise InputError(f"--denoise must be accurate, fast or off, not {denoise!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     workers = max(1, int(workers))
@@ -163,7 +167,7 @@ def ingest(input_uri: str, out_dir: str | os.PathLike, render_size: int = 1024, 
                 result = run_blender_pass(
                     asset, dump_dir, render_dir, render_size=render_size, render_samples=render_samples,
                     threads=threads, timeout_s=timeout_s, memory_mb=memory_mb,
-                    log_path=logs / f"{asset.sha256}.log",
+                    log_path=logs / f"{asset.sha256}.log", denoise=denoise,
                 )
                 if not result.get("ok"):
                     for d in (dump_dir, render_dir):
@@ -180,7 +184,7 @@ def ingest(input_uri: str, out_dir: str | os.PathLike, render_size: int = 1024, 
                 results[futures[fut].sha256] = fut.result()
 
         report = _write_outputs(out, str(input_uri), found, results, render, render_size, render_samples,
-                                time.time() - started)
+                                denoise, time.time() - started)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     if report["succeeded"] == 0:
@@ -190,7 +194,7 @@ def ingest(input_uri: str, out_dir: str | os.PathLike, render_size: int = 1024, 
 
 
 def _write_outputs(out: Path, input_uri: str, found, results: dict, render: bool, render_size: int,
-                   render_samples: int, seconds: float) -> dict:
+                   render_samples: int, denoise: str, seconds: float) -> dict:
     rows, objects, failed = [], [], []
     for asset in found.assets:
         res = results[asset.sha256]
@@ -236,6 +240,7 @@ def _write_outputs(out: Path, input_uri: str, found, results: dict, render: bool
         "render_size": render_size if render else None,
         "render_samples": render_samples if render else None,
         "views": NUM_COND_VIEWS if render else 0,
+        "denoise": denoise if render else None,
         "seconds": round(seconds, 1),
     }
     (out / "ingest_report.json").write_text(json.dumps(report, indent=2) + "\n")

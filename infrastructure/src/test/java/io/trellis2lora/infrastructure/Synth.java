@@ -46,7 +46,9 @@ final class Synth {
 
     static synchronized Template template() {
         if (template == null) {
-            App app = new App(AppProps.builder().outdir(TARGET.resolve("cdk.out").toString()).build());
+            // Staging would copy nine ~20 MB zips per run; the template is the same without it.
+            App app = new App(AppProps.builder().outdir(TARGET.resolve("cdk.out").toString())
+                    .context(Map.of("aws:cdk:disable-asset-staging", true)).build());
             Trellis2Stack stack = new Trellis2Stack(app, "Trellis2Lora", StackProps.builder().build(),
                     new Trellis2Stack.Sources(FUNCTIONS, ASL));
             template = Template.fromStack(stack);

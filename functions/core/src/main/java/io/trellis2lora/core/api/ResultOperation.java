@@ -29,7 +29,13 @@ public final class ResultOperation extends ApiOperation {
             }
             throw e;
         }
-        TrainingResult result = TrainingResult.parse(json).mapFiles(this::presign);
+        TrainingResult result;
+        try {
+            result = TrainingResult.parse(json).mapFiles(this::presign);
+        } catch (io.trellis2lora.core.InputRefusedException e) {
+            // result.json is written by the finalize step, not by the user: a broken one is our fault (500).
+            throw new IllegalStateException("result.json of " + id + " is damaged: " + e.getMessage(), e);
+        }
         return ApiResponse.json(200, result);
     }
 

@@ -243,3 +243,21 @@ def test_fp16_sc_vae_tracks_fp32():
         a, b = m32(x), m16(x)
     assert b.feats.dtype == torch.float32 and torch.equal(a.coords, b.coords)
     assert (a.feats - b.feats).abs().max() < 0.02 * max(1.0, a.feats.abs().max().item())
+
+
+def test_lora_wraps_every_spec_target_including_the_sparse_input_layer():
+    from peft import LoraConfig, inject_adapter_in_model
+
+    model = small_flow(in_channels=16)
+    model.requires_grad_(False)
+    targets = ["to_qkv", "to_out", "to_q", "to_kv", "mlp.0", "mlp.2", "input_layer", "out_layer"]
+    model = inject_adapter_in_model(LoraConfig(r=4, lora_alpha=4, target_modules=targets, init_lora_weights=False), model)
+    coords = random_coords(30, 6, batches=2, seed=7)
+    x = SparseTensor(torch.randn(coords.shape[0], 8), coords)
+    cc = SparseTensor(torch.randn(coords.shape[0], 8), coords)
+    out = model(x, torch.tensor([10.0, 500.0]), torch.randn(2, 5, 16), concat_cond=cc)
+    out.feats.square().mean().backward()
+    trained = {k for k, p in model.named_parameters() if p.grad is not None}
+    assert trained and all("lora_" in k for k in trained)
+    assert any(k.startswith("input_layer.lora_A") for k in trained)
+    assert any(k.startswith("blocks.1.cross_attn.to_kv.lora_B") for k in trained)

@@ -180,7 +180,8 @@ class SLatFlowModel(_FlowBase):
             x = sparse_cat([x, concat_cond], dim=-1)
         if x.feats.shape[1] != self.in_channels:
             raise ValueError(f"expected {self.in_channels} input channels, got {x.feats.shape[1]}")
-        h = self.input_layer(x)
+        # Layers are applied to .feats (not the SparseTensor) so adapter wrappers such as peft's LoRA see tensors.
+        h = x.replace(self.input_layer(x.feats))
         h = manual_cast(h, self.dtype)
         mod = self._modulation(t)
         if isinstance(cond, (list, tuple)):
@@ -190,8 +191,7 @@ class SLatFlowModel(_FlowBase):
         for block in self.blocks:
             h = block(h, mod, cond)
         h = manual_cast(h, x.dtype)
-        h = h.replace(F.layer_norm(h.feats, h.feats.shape[-1:]))
-        return self.out_layer(h)
+        return h.replace(self.out_layer(F.layer_norm(h.feats, h.feats.shape[-1:])))
 
 
 class ElasticSLatFlowModel(SLatFlowModel):

@@ -10,7 +10,7 @@ import numba as nb
 import numpy as np
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True, inline="always", error_model="numpy")
 def _lerp(a, b, t, va, vb):
     if a == b:
         return va
@@ -18,12 +18,12 @@ def _lerp(a, b, t, va, vb):
     return (1.0 - alpha) * va + alpha * vb
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True, inline="always", error_model="numpy")
 def _clampi(v, lo, hi):
     return lo if v < lo else (hi if v > hi else v)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, error_model="numpy")
 def _grow(buf, need):
     cap = buf.shape[0]
     while cap < need:
@@ -33,7 +33,7 @@ def _grow(buf, need):
     return out
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, error_model="numpy")
 def scan_triangle(tri, h, res, buf):
     """Lattice-line crossings of one triangle (3,3 float32, grid frame [0, res*h]).
 

@@ -10,6 +10,7 @@ import numba as nb
 import numpy as np
 
 from ._hash import ht_new, ht_rehash, ht_slot
+from ._qr import cpqr_solve
 from ._scan import scan_triangle
 
 F32 = np.float32
@@ -19,7 +20,13 @@ UNIT_AABB = ((-0.5, -0.5, -0.5), (0.5, 0.5, 0.5))
 _QI = np.array([[0, 1, 2, 3], [1, 4, 5, 6], [2, 5, 7, 8], [3, 6, 8, 9]], dtype=np.int64)
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True, inline="always", error_model="numpy")
+def dot3(a0, a1, a2, b0, b1, b2):
+    """3-term dot product summed as Eigen's unrolled reduction does: a0*b0 + (a1*b1 + a2*b2)."""
+    return a0 * b0 + (a1 * b1 + a2 * b2)
+
+
+@nb.njit(cache=True, inline="always", error_model="numpy")
 def _plane_q(v0, v1, v2, q):
     """Plane quadric of the triangle (float32, normal = normalize((v1-v0) x (v2-v1)))."""
     e0x, e0y, e0z = v1[0] - v0[0], v1[1] - v0[1], v1[2] - v0[2]
@@ -27,11 +34,11 @@ def _plane_q(v0, v1, v2, q):
     nx = e0y * e1z - e0z * e1y
     ny = e0z * e1x - e0x * e1z
     nz = e0x * e1y - e0y * e1x
-    sq = nx * nx + ny * ny + nz * nz
+    sq = dot3(nx, ny, nz, nx, ny, nz)
     if sq > F32(0.0):
         s = np.sqrt(sq)
         nx, ny, nz = nx / s, ny / s, nz / s
-    d = -(nx * v0[0] + ny * v0[1] + nz * v0[2])
+    d = -dot3(nx, ny, nz, v0[0], v0[1], v0[2])
     p = (nx, ny, nz, d)
     k = 0
     for i in range(4):
@@ -41,21 +48,21 @@ def _plane_q(v0, v1, v2, q):
     return nx, ny, nz
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, error_model="numpy")
 def _grow2(a, cap):
     out = np.zeros((cap,) + a.shape[1:], dtype=a.dtype)
     out[: a.shape[0]] = a
     return out
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, error_model="numpy")
 def _grow1(a, cap):
     out = np.zeros(cap, dtype=a.dtype)
     out[: a.shape[0]] = a
     return out
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, error_model="numpy")
 def _intersect_pass(tris, res, h32):
     h = np.float64(h32)
     F = tris.shape[0]
@@ -119,7 +126,7 @@ def _intersect_pass(tris, res, h32):
     return coords[:n].copy(), means[:n].copy(), cnt[:n].copy(), flags[:n].copy(), qef[:n].copy(), keys, vals
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, error_model="numpy")
 def _face_pass(tris, res, h32, keys, vals, qef):
     """Add each triangle's plane quadric to every already-active voxel its triangle overlaps (box test in float32)."""
     q = np.zeros(10, dtype=np.float32)
@@ -141,8 +148,8 @@ def _face_pass(tris, res, h32, keys, vals, qef):
         cx = h32 if nx > zero else zero
         cy = h32 if ny > zero else zero
         cz = h32 if nz > zero else zero
-        d1 = nx * (cx - v0[0]) + ny * (cy - v0[1]) + nz * (cz - v0[2])
-        d2 = nx * ((h32 - cx) - v0[0]) + ny * ((h32 - cy) - v0[1]) + nz * ((h32 - cz) - v0[2])
+        d1 = dot3(nx, ny, nz, cx - v0[0], cy - v0[1], cz - v0[2])
+        d2 = dot3(nx, ny, nz, (h32 - cx) - v0[0], (h32 - cy) - v0[1], (h32 - cz) - v0[2])
         # 2-D edge functions on the XY, YZ and ZX projections.
         m = F32(-1.0) if nz < zero else F32(1.0)
         xy0 = (-m * e0[1], m * e0[0])
@@ -171,7 +178,7 @@ def _face_pass(tris, res, h32, keys, vals, qef):
                 py = h32 * F32(y)
                 for x in range(lo[0], hi[0]):
                     px = h32 * F32(x)
-                    ndp = nx * px + ny * py + nz * pz
+                    ndp = dot3(nx, ny, nz, px, py, pz)
                     if (ndp + d1) * (ndp + d2) > zero:
                         continue
                     if xy0[0] * px + xy0[1] * py + dxy0 < zero:
@@ -199,7 +206,7 @@ def _face_pass(tris, res, h32, keys, vals, qef):
                             qef[i, k] += q[k]
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, error_model="numpy")
 def _boundary_pass(segs, res, h32, weight, keys, vals, qef):
     """Add weight × (squared distance to the boundary edge's line) to every active voxel the edge passes through."""
     R = np.int64(res)
@@ -212,7 +219,7 @@ def _boundary_pass(segs, res, h32, weight, keys, vals, qef):
         d = np.empty(3)
         for ax in range(3):
             d[ax] = np.float64(v1[ax] - v0[ax])  # float32 difference, widened like the reference
-        length = np.sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2])
+        length = np.sqrt(dot3(d[0], d[1], d[2], d[0], d[1], d[2]))
         if length < 1e-6:
             continue
         for ax in range(3):
@@ -222,10 +229,11 @@ def _boundary_pass(segs, res, h32, weight, keys, vals, qef):
                 A[i, j] = (F32(1.0) if i == j else F32(0.0)) - np.float32(d[i] * d[j])
         b = np.empty(3, dtype=np.float32)
         for i in range(3):
-            b[i] = (-A[i, 0]) * v0[0] + (-A[i, 1]) * v0[1] + (-A[i, 2]) * v0[2]
-        c = F32(0.0)
+            b[i] = dot3(-A[i, 0], -A[i, 1], -A[i, 2], v0[0], v0[1], v0[2])
+        r = np.empty(3, dtype=np.float32)
         for j in range(3):
-            c += (v0[0] * A[0, j] + v0[1] * A[1, j] + v0[2] * A[2, j]) * v0[j]
+            r[j] = dot3(v0[0], v0[1], v0[2], A[0, j], A[1, j], A[2, j])
+        c = dot3(r[0], r[1], r[2], v0[0], v0[1], v0[2])
         full = np.empty((4, 4), dtype=np.float32)
         for i in range(3):
             for j in range(3):
@@ -270,26 +278,34 @@ def _boundary_pass(segs, res, h32, weight, keys, vals, qef):
             tmax[ax] += tdelta[ax]
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True, inline="always", error_model="numpy")
 def _energy(Q, p0, p1, p2):
-    p = (np.float64(p0), np.float64(p1), np.float64(p2), 1.0)
-    e = 0.0
-    for i in range(4):
-        for j in range(4):
-            e += p[i] * Q[i, j] * p[j]
-    return e
+    """[p;1]ᵀ Q [p;1] in float32: row r = pᵀQ, then r·p, 4-term sums paired as SSE reductions do."""
+    p = (p0, p1, p2, F32(1.0))
+    r = np.empty(4, dtype=np.float32)
+    for j in range(4):
+        r[j] = (p[0] * Q[0, j] + p[2] * Q[2, j]) + (p[1] * Q[1, j] + p[3] * Q[3, j])
+    return (r[0] * p[0] + r[2] * p[2]) + (r[1] * p[1] + r[3] * p[3])
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, error_model="numpy")
 def _solve_pass(coords, means, cnt, qef, h32, lam):
+    """Box-constrained QEF minimum per voxel, in float32 and in the reference's candidate order."""
     N = coords.shape[0]
     out = np.empty((N, 3), dtype=np.float32)
-    Q = np.empty((4, 4))
+    Q = np.empty((4, 4), dtype=np.float32)
     Qf = np.empty(10, dtype=np.float32)
     lo = np.empty(3, dtype=np.float32)
     hi = np.empty(3, dtype=np.float32)
     best_p = np.empty(3, dtype=np.float32)
     pp = np.empty(3, dtype=np.float32)
+    A3 = np.empty((3, 3), dtype=np.float32)
+    b3 = np.empty(3, dtype=np.float32)
+    x3 = np.empty(3, dtype=np.float32)
+    A2 = np.empty((2, 2), dtype=np.float32)
+    A2c = np.empty((2, 2), dtype=np.float32)
+    b2 = np.empty(2, dtype=np.float32)
+    x2 = np.empty(2, dtype=np.float32)
     for n in range(N):
         for k in range(10):
             Qf[k] = qef[n, k]
@@ -303,55 +319,41 @@ def _solve_pass(coords, means, cnt, qef, h32, lam):
             Qf[3] += s * (-p0)
             Qf[6] += s * (-p1)
             Qf[8] += s * (-p2)
-            Qf[9] += s * (p0 * p0 + p1 * p1 + p2 * p2)
+            Qf[9] += s * dot3(p0, p1, p2, p0, p1, p2)
         k = 0
         for i in range(4):
             for j in range(i, 4):
-                Q[i, j] = np.float64(Qf[k])
-                Q[j, i] = np.float64(Qf[k])
+                Q[i, j] = Qf[k]
+                Q[j, i] = Qf[k]
                 k += 1
         for ax in range(3):
             lo[ax] = np.float32(coords[n, ax]) * h32
             hi[ax] = np.float32(coords[n, ax] + 1) * h32
-        # Unconstrained minimum: A x = -g (A is positive definite once the regulariser is in).
-        a00, a01, a02, a11, a12, a22 = Q[0, 0], Q[0, 1], Q[0, 2], Q[1, 1], Q[1, 2], Q[2, 2]
-        g0, g1, g2 = -Q[0, 3], -Q[1, 3], -Q[2, 3]
-        c00 = a11 * a22 - a12 * a12
-        c01 = a02 * a12 - a01 * a22
-        c02 = a01 * a12 - a02 * a11
-        det = a00 * c00 + a01 * c01 + a02 * c02
-        ok = False
-        if det != 0.0 and np.isfinite(det):
-            c11 = a00 * a22 - a02 * a02
-            c12 = a01 * a02 - a00 * a12
-            c22 = a00 * a11 - a01 * a01
-            x0 = np.float32((c00 * g0 + c01 * g1 + c02 * g2) / det)
-            x1 = np.float32((c01 * g0 + c11 * g1 + c12 * g2) / det)
-            x2 = np.float32((c02 * g0 + c12 * g1 + c22 * g2) / det)
-            if lo[0] <= x0 <= hi[0] and lo[1] <= x1 <= hi[1] and lo[2] <= x2 <= hi[2]:
-                out[n, 0], out[n, 1], out[n, 2] = x0, x1, x2
-                ok = True
-        if ok:
+        for i in range(3):
+            for j in range(3):
+                A3[i, j] = Q[i, j]
+            b3[i] = -Q[i, 3]
+        cpqr_solve(A3, b3, 3, x3)
+        if lo[0] <= x3[0] <= hi[0] and lo[1] <= x3[1] <= hi[1] and lo[2] <= x3[2] <= hi[2]:
+            out[n, 0], out[n, 1], out[n, 2] = x3[0], x3[1], x3[2]
             continue
-        best = np.inf
+        best = np.float32(np.inf)
+        best_p[0], best_p[1], best_p[2] = x3[0], x3[1], x3[2]
         # 6 faces: one coordinate fixed, 2x2 solve for the other two
         for fa in range(3):
             a1 = (fa + 1) % 3
             a2 = (fa + 2) % 3
-            m00, m01, m11 = Q[a1, a1], Q[a1, a2], Q[a2, a2]
-            dt = m00 * m11 - m01 * m01
             for side in range(2):
                 fv = lo[fa] if side == 0 else hi[fa]
-                r0 = -(Q[a1, fa] * np.float64(fv) + Q[a1, 3])
-                r1 = -(Q[a2, fa] * np.float64(fv) + Q[a2, 3])
-                if dt == 0.0:
-                    continue
-                y1 = np.float32((m11 * r0 - m01 * r1) / dt)
-                y2 = np.float32((m00 * r1 - m01 * r0) / dt)
-                if lo[a1] <= y1 <= hi[a1] and lo[a2] <= y2 <= hi[a2]:
+                A2[0, 0], A2[0, 1], A2[1, 0], A2[1, 1] = Q[a1, a1], Q[a1, a2], Q[a2, a1], Q[a2, a2]
+                b2[0] = (-Q[a1, fa]) * fv + (-Q[a1, 3])
+                b2[1] = (-Q[a2, fa]) * fv + (-Q[a2, 3])
+                A2c[:, :] = A2
+                cpqr_solve(A2c, b2, 2, x2)
+                if lo[a1] <= x2[0] <= hi[a1] and lo[a2] <= x2[1] <= hi[a2]:
                     pp[fa] = fv
-                    pp[a1] = y1
-                    pp[a2] = y2
+                    pp[a1] = x2[0]
+                    pp[a2] = x2[1]
                     e = _energy(Q, pp[0], pp[1], pp[2])
                     if e < best:
                         best = e
@@ -365,7 +367,7 @@ def _solve_pass(coords, means, cnt, qef, h32, lam):
                 for s2 in range(2):
                     f1 = lo[a1] if s1 == 0 else hi[a1]
                     f2 = lo[a2] if s2 == 0 else hi[a2]
-                    x = np.float32(-(Q[fr, a1] * np.float64(f1) + Q[fr, a2] * np.float64(f2) + Q[fr, 3]) / a)
+                    x = -dot3(Q[fr, a1], Q[fr, a2], Q[fr, 3], f1, f2, F32(1.0)) / a
                     if lo[fr] <= x <= hi[fr]:
                         pp[fr] = x
                         pp[a1] = f1

@@ -590,7 +590,10 @@ def main(argv=None) -> int:
         result, code = {"ok": False, "reason": f"out of memory (cap {args.memory_mb} MB)"}, 3
     except Exception as exc:  # noqa: BLE001 - any Blender/bpy failure is this asset's failure, with its reason
         traceback.print_exc()
-        result = {"ok": False, "reason": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"}
+        message = " ".join(str(exc).split())
+        if args.memory_mb > 0 and ("failed to map" in message or "Cannot allocate memory" in message):
+            message = f"out of memory (cap {args.memory_mb} MB): {message}"
+        result = {"ok": False, "reason": f"{type(exc).__name__}: {message[:300]}"}
         code = 3
     Path(args.result).write_text(json.dumps(result))
     sys.stdout.flush()

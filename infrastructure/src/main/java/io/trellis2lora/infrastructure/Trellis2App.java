@@ -9,6 +9,8 @@ import software.amazon.awscdk.StackProps;
  * The CDK app: `npx aws-cdk deploy` (cdk.json runs this through Maven). Context values:
  * <ul>
  *   <li>{@code functionsDir}: where the Lambda modules left target/function.zip (default ../functions);</li>
+ *   <li>{@code functionsBucket} (and {@code functionsPrefix}): deploy packages already in S3 instead, at
+ *       s3://BUCKET/PREFIXNAME/function.zip;</li>
  *   <li>{@code stateMachineFile}: the ASL file (default ../step-functions/trellis2-lora.asl.json);</li>
  *   <li>{@code stackName}: default Trellis2Lora.</li>
  * </ul>
@@ -20,7 +22,10 @@ public final class Trellis2App {
 
     public static void main(String[] args) {
         App app = new App();
-        Path functions = Path.of(context(app, "functionsDir", "../functions"));
+        String bucket = context(app, "functionsBucket", null);
+        Trellis2Stack.FunctionCode code = bucket != null
+                ? Trellis2Stack.FunctionCode.fromBucket(bucket, context(app, "functionsPrefix", ""))
+                : Trellis2Stack.FunctionCode.fromBuildOutput(Path.of(context(app, "functionsDir", "../functions")));
         Path asl = Path.of(context(app, "stateMachineFile", "../step-functions/trellis2-lora.asl.json"));
         String account = System.getenv("CDK_DEFAULT_ACCOUNT");
         String region = System.getenv("CDK_DEFAULT_REGION");
@@ -30,7 +35,7 @@ public final class Trellis2App {
             props.env(Environment.builder().account(account).region(region).build());
         }
         new Trellis2Stack(app, context(app, "stackName", "Trellis2Lora"), props.build(),
-                new Trellis2Stack.Sources(functions, asl));
+                new Trellis2Stack.Sources(code, asl));
         app.synth();
     }
 

@@ -51,6 +51,10 @@ import software.amazon.awscdk.services.batch.EcsMachineImageType;
 import software.amazon.awscdk.services.batch.EcsVolume;
 import software.amazon.awscdk.services.batch.HostVolumeOptions;
 import software.amazon.awscdk.services.batch.JobQueue;
+import software.amazon.awscdk.services.batch.JobStateTimeLimitAction;
+import software.amazon.awscdk.services.batch.JobStateTimeLimitActionsAction;
+import software.amazon.awscdk.services.batch.JobStateTimeLimitActionsReason;
+import software.amazon.awscdk.services.batch.JobStateTimeLimitActionsState;
 import software.amazon.awscdk.services.batch.JobQueueProps;
 import software.amazon.awscdk.services.batch.LinuxParameters;
 import software.amazon.awscdk.services.batch.LinuxParametersProps;
@@ -113,6 +117,7 @@ import software.amazon.awscdk.services.s3.Bucket;
 import software.amazon.awscdk.services.s3.BucketEncryption;
 import software.amazon.awscdk.services.s3.BucketProps;
 import software.amazon.awscdk.services.s3.EventType;
+import software.amazon.awscdk.services.s3.IBucket;
 import software.amazon.awscdk.services.s3.LifecycleRule;
 import software.amazon.awscdk.services.s3.NotificationKeyFilter;
 import software.amazon.awscdk.services.s3.ObjectOwnership;
@@ -141,8 +146,39 @@ import software.constructs.Construct;
  * repositories, the REST API with API keys, least-privilege roles, log groups and alarms.
  */
 public final class Trellis2Stack extends Stack {
-    /** Where the build left what the stack deploys. */
-    public record Sources(Path functionsDir, Path stateMachineFile) {
+    /** What the stack deploys: the Lambda packages and the state machine definition. */
+    public record Sources(FunctionCode code, Path stateMachineFile) {
+    }
+
+    /** Where each Lambda function's package comes from. */
+    public interface FunctionCode {
+        Code of(Construct scope, String function);
+
+        /**
+         * The build's own output, functions/NAME/target/function.zip (`mvn -DskipTests install` makes them); the CDK
+         * uploads them as assets on deploy.
+         */
+        static FunctionCode fromBuildOutput(Path functionsDir) {
+            return (scope, name) -> {
+                Path zip = functionsDir.resolve(name).resolve("target").resolve("function.zip");
+                if (!Files.isRegularFile(zip)) {
+                    throw new IllegalStateException(zip + " is missing: build the Lambda packages first "
+                            + "(mvn -B -DskipTests install at the repository root)");
+                }
+                return Code.fromAsset(zip.toAbsolutePath().toString());
+            };
+        }
+
+        /** Packages a release pipeline already uploaded: s3://BUCKET/PREFIXNAME/function.zip. */
+        static FunctionCode fromBucket(String bucketName, String prefix) {
+            return (scope, name) -> {
+                IBucket bucket = (IBucket) scope.getNode().tryFindChild("FunctionPackages");
+                if (bucket == null) {
+                    bucket = Bucket.fromBucketName(scope, "FunctionPackages", bucketName);
+                }
+                return Code.fromBucket(bucket, prefix + name + "/function.zip");
+            };
+        }
     }
 
     /** The Lambda modules under functions/, each leaving target/function.zip. */
@@ -164,6 +200,9 @@ public final class Trellis2Stack extends Stack {
     public static final int JOB_GPUS = 1;
 
     private static final RetentionDays LOG_RETENTION = RetentionDays.ONE_MONTH;
+    /** Where an upload starts a request by itself (functions/upload-trigger). */
+    public static final String UPLOAD_PREFIX = "uploads/";
+
     public static final String CACHE_HOST_PATH = "/var/lib/trellis2-cache";
 
     private final Bucket requestsBucket;
@@ -207,10 +246,11 @@ public final class Trellis2Stack extends Stack {
         uploadsBucket = bucket("UploadsBucket", List.of(
                 expire("uploads", null, Duration.days(uploadDays.getValueAsNumber()))));
 
-        uploadEvents = queueWithDeadLetters("UploadEvents", Duration.minutes(6));
+        uploadEvents = queueWithDeadLetters("UploadEvents", Duration.minutes(30));
         webhooks = queueWithDeadLetters("Webhooks", Duration.minutes(3));
+        // uploads/NAME.zip starts a request (its sidecar uploads/NAME.json is the request body).
         uploadsBucket.addEventNotification(EventType.OBJECT_CREATED, new SqsDestination(uploadEvents),
-                NotificationKeyFilter.builder().suffix("request.json").build());
+                NotificationKeyFilter.builder().prefix(UPLOAD_PREFIX).suffix(".zip").build());
 
         Secret hfToken = new Secret(this, "HuggingFaceToken", SecretProps.builder()
                 .description("Hugging Face token for gated base models (DINOv3): put {\"token\":\"hf_...\"}; "
@@ -338,29 +378,41 @@ public final class Trellis2Stack extends Stack {
                 .computeEnvironments(List.of(
                         OrderedComputeEnvironment.builder().computeEnvironment(spot).order(1).build(),
                         OrderedComputeEnvironment.builder().computeEnvironment(onDemand).order(2).build()))
+                // A job no instance type can hold, or one waiting hours for GPU capacity (no quota), is cancelled
+                // rather than left RUNNABLE until the state machine's own timeout: its stage then fails with a reason.
+                .jobStateTimeLimitActions(List.of(
+                        stuck(JobStateTimeLimitActionsReason.JOB_RESOURCE_REQUIREMENT, Duration.minutes(10)),
+                        stuck(JobStateTimeLimitActionsReason.INSUFFICIENT_INSTANCE_CAPACITY, Duration.hours(6))))
                 .build());
 
         LogGroup jobLogs = logGroup("BatchJobLogs");
 
         Role preprocessRole = jobRole("PreprocessJobRole");
-        // Reads the upload (or the staged copy of an https archive) and request.json; writes the dataset zip and
-        // its report.
+        // Reads the upload (or the copy of an https archive that submit staged); writes the dataset zip and its
+        // report.
         allow(preprocessRole, uploadsBucket, List.of("s3:GetObject"), "*");
-        allow(preprocessRole, requestsBucket, List.of("s3:GetObject"), "requests/*");
+        allow(preprocessRole, requestsBucket, List.of("s3:GetObject"), "requests/*/input.zip");
         allow(preprocessRole, requestsBucket, List.of("s3:PutObject", "s3:AbortMultipartUpload"),
                 "datasets/*", "requests/*/preprocess.json");
         listBucket(preprocessRole, requestsBucket, uploadsBucket);
 
         Role trainRole = jobRole("TrainJobRole");
-        // Reads the dataset; writes the adapter and its report.
-        allow(trainRole, requestsBucket, List.of("s3:GetObject"), "datasets/*");
+        // Reads the dataset (made by preprocess, or the user's preprocessed upload, or its staged copy); writes
+        // the adapter and its report.
+        allow(trainRole, requestsBucket, List.of("s3:GetObject"), "datasets/*", "requests/*/input.zip");
+        allow(trainRole, uploadsBucket, List.of("s3:GetObject"), "*");
         allow(trainRole, requestsBucket, List.of("s3:PutObject", "s3:AbortMultipartUpload"),
                 "requests/*/adapters/*");
-        listBucket(trainRole, requestsBucket);
+        listBucket(trainRole, requestsBucket, uploadsBucket);
 
         preprocessJob = jobDefinition("PreprocessJobDefinition", "preprocess", preprocessRepo, imageTag, hfToken,
                 preprocessRole, jobLogs);
         trainJob = jobDefinition("TrainJobDefinition", "train", trainRepo, imageTag, hfToken, trainRole, jobLogs);
+    }
+
+    private static JobStateTimeLimitAction stuck(JobStateTimeLimitActionsReason reason, Duration after) {
+        return JobStateTimeLimitAction.builder().action(JobStateTimeLimitActionsAction.CANCEL)
+                .state(JobStateTimeLimitActionsState.RUNNABLE).reason(reason).maxTime(after).build();
     }
 
     /** The images run as this uid (USER in batch-containers/Dockerfile.*); it owns the host cache directory. */
@@ -466,7 +518,8 @@ public final class Trellis2Stack extends Stack {
         // The state machine gives Prepare 900 s and Finalize 300 s (describe_failure: 120 s).
         m.put("prepare", new Sizing(1536, Duration.seconds(840), Size.gibibytes(4)));
         m.put("finalize", new Sizing(1024, Duration.seconds(110), tmp));
-        m.put("upload-trigger", new Sizing(1024, Duration.seconds(60), Size.gibibytes(2)));
+        // Inspects the upload like submit does, without API Gateway's limit (an https archive may be staged).
+        m.put("upload-trigger", new Sizing(1024, Duration.minutes(5), Size.gibibytes(2)));
         m.put("webhook", new Sizing(512, Duration.seconds(30), tmp));
         return m;
     }
@@ -474,11 +527,6 @@ public final class Trellis2Stack extends Stack {
     private void lambdas(String baseModel) {
         Map<String, Sizing> sizes = sizing();
         for (String name : FUNCTIONS) {
-            Path zip = sources.functionsDir().resolve(name).resolve("target").resolve("function.zip");
-            if (!Files.isRegularFile(zip)) {
-                throw new IllegalStateException(zip + " is missing: build the Lambda modules first "
-                        + "(mvn -DskipTests package at the repository root)");
-            }
             String id = camel(name);
             LogGroup logs = logGroup(id + "FunctionLogs");
             Sizing s = sizes.get(name);
@@ -492,7 +540,7 @@ public final class Trellis2Stack extends Stack {
                     .runtime(Runtime.JAVA_17)
                     .architecture(Architecture.X86_64)
                     .handler(QUARKUS_HANDLER)
-                    .code(Code.fromAsset(zip.toAbsolutePath().toString()))
+                    .code(sources.code().of(this, name))
                     .memorySize(s.memoryMb())
                     .timeout(s.timeout())
                     .ephemeralStorageSize(s.ephemeralStorage())
@@ -507,6 +555,8 @@ public final class Trellis2Stack extends Stack {
         functions.get("finalize").addEnvironment("TRELLIS2_WEBHOOK_QUEUE_URL", webhooks.getQueueUrl());
         functions.get("upload-trigger").addEventSource(new SqsEventSource(uploadEvents, SqsEventSourceProps.builder()
                 .batchSize(1).reportBatchItemFailures(true).build()));
+        // The webhook function pushes a failed delivery's visibility out itself (exponential backoff).
+        functions.get("webhook").addEnvironment("TRELLIS2_WEBHOOK_QUEUE_URL", webhooks.getQueueUrl());
         functions.get("webhook").addEventSource(new SqsEventSource(webhooks, SqsEventSourceProps.builder()
                 .batchSize(1).reportBatchItemFailures(true).build()));
     }
@@ -641,10 +691,12 @@ public final class Trellis2Stack extends Stack {
         listBucket(status, requestsBucket);
         stateMachine.grantExecution(status, "states:DescribeExecution", "states:GetExecutionHistory");
 
-        // result hands out presigned URLs, which carry the signer's rights: adapters and datasets only.
+        // result hands out presigned URLs, which carry the signer's rights: it can read, never write.
         Function result = functions.get("result");
         allow(result, requestsBucket, get, "requests/*", "datasets/*");
-        listBucket(result, requestsBucket);
+        // A preprocessed upload is its own dataset: the result links to it where it lies.
+        allow(result, uploadsBucket, get, "*");
+        listBucket(result, requestsBucket, uploadsBucket);
         stateMachine.grantExecution(result, "states:DescribeExecution");
 
         Function cancel = functions.get("cancel");
@@ -666,15 +718,15 @@ public final class Trellis2Stack extends Stack {
         webhooks.grantSendMessages(finalize);
 
         Function trigger = functions.get("upload-trigger");
-        allow(trigger, uploadsBucket, get, "*");
+        allow(trigger, uploadsBucket, get, UPLOAD_PREFIX + "*");
+        // A refused upload is reported beside it.
+        allow(trigger, uploadsBucket, List.of("s3:PutObject"), UPLOAD_PREFIX + "*.error.json");
         allow(trigger, requestsBucket, get, "requests/*");
         allow(trigger, requestsBucket, put, "requests/*/request.json", "requests/*/input.zip");
         listBucket(trigger, requestsBucket, uploadsBucket);
         stateMachine.grantStartExecution(trigger);
 
-        Function webhook = functions.get("webhook");
-        allow(webhook, requestsBucket, get, "requests/*");
-        listBucket(webhook, requestsBucket);
+        // webhook only consumes its queue (the event source grants that) and calls out over https.
     }
 
     // ---- API ----

@@ -105,7 +105,10 @@ class StackTemplateTest {
         JsonNode cfg = notifications.at("/Properties/NotificationConfiguration/QueueConfigurations/0");
         assertTrue(Synth.refersTo(cfg.path("QueueArn"), queue));
         assertEquals("s3:ObjectCreated:*", cfg.at("/Events/0").asText());
-        assertEquals("request.json", cfg.at("/Filter/Key/FilterRules/0/Value").asText());
+        Map<String, String> filter = new HashMap<>();
+        cfg.at("/Filter/Key/FilterRules").forEach(r -> filter.put(r.path("Name").asText().toLowerCase(),
+                r.path("Value").asText()));
+        assertEquals(Map.of("prefix", "uploads/", "suffix", ".zip"), filter, "uploads/NAME.zip starts a request");
 
         assertTrue(eventSource("UploadTriggerFunction", "UploadEventsQueue"));
         assertTrue(eventSource("WebhookFunction", "WebhooksQueue"));
@@ -132,7 +135,8 @@ class StackTemplateTest {
             JsonNode p = Synth.props(FUNCTION, camel(name) + "Function");
             assertEquals("java17", p.path("Runtime").asText(), name);
             assertEquals(Trellis2Stack.QUARKUS_HANDLER, p.path("Handler").asText(), name);
-            assertTrue(p.at("/Code/S3Key").asText().endsWith(".zip"), name + " deploys an asset zip");
+            assertEquals(Synth.ARTIFACT_BUCKET, p.at("/Code/S3Bucket").asText(), name);
+            assertEquals("release/" + name + "/function.zip", p.at("/Code/S3Key").asText(), name);
             assertTrue(p.path("MemorySize").asInt() >= 512, name);
             assertEquals("Active", p.at("/TracingConfig/Mode").asText(), name);
             JsonNode env = p.at("/Environment/Variables");
@@ -173,9 +177,11 @@ class StackTemplateTest {
         }
         JsonNode prepare = Synth.props(FUNCTION, "PrepareFunction").at("/Environment/Variables");
         assertEquals("BaseModel", prepare.at("/TRELLIS2_BASE_MODEL/Ref").asText());
-        JsonNode finalize = Synth.props(FUNCTION, "FinalizeFunction").at("/Environment/Variables");
-        assertTrue(Synth.refersTo(finalize.path("TRELLIS2_WEBHOOK_QUEUE_URL"),
-                Synth.logicalId("AWS::SQS::Queue", "WebhooksQueue")));
+        for (String fn : List.of("FinalizeFunction", "WebhookFunction")) {
+            JsonNode env = Synth.props(FUNCTION, fn).at("/Environment/Variables");
+            assertTrue(Synth.refersTo(env.path("TRELLIS2_WEBHOOK_QUEUE_URL"),
+                    Synth.logicalId("AWS::SQS::Queue", "WebhooksQueue")), fn);
+        }
     }
 
     // ---- state machine ----
@@ -270,6 +276,15 @@ class StackTemplateTest {
         }
         assertEquals("SPOT", typeById.get(first), "the queue tries spot capacity first");
         assertEquals(2, order.size());
+        Map<String, String> cancels = new HashMap<>();
+        Synth.props("AWS::Batch::JobQueue", "GpuJobQueue").path("JobStateTimeLimitActions").forEach(a -> {
+            assertEquals("CANCEL", a.path("Action").asText());
+            cancels.put(a.path("Reason").asText(), a.path("MaxTimeSeconds").asText());
+        });
+        assertEquals("600", cancels.get("MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT"),
+                "a job no instance can hold is cancelled, not left waiting");
+        assertFalse(cancels.containsKey("MISCONFIGURATION:COMPUTE_ENVIRONMENT_MAX_RESOURCE"),
+                "waiting for a busy environment is normal queueing");
     }
 
     @Test
@@ -431,7 +446,9 @@ class StackTemplateTest {
         assertTrue(train.canObject("s3:PutObject", requests, adapter));
         assertFalse(train.canObject("s3:PutObject", requests, result), "train writes only adapters");
         assertFalse(train.canObject("s3:PutObject", requests, dataset));
-        assertFalse(train.canObject("s3:GetObject", uploads, "u/assets.zip"), "train never sees uploads");
+        assertTrue(train.canObject("s3:GetObject", uploads, "u/prepared.zip"), "a preprocessed upload is trained on");
+        assertFalse(train.canObject("s3:GetObject", requests, "requests/r1/request.json"));
+        assertFalse(train.canObject("s3:PutObject", uploads, "u/prepared.zip"), "uploads are the user's, read-only");
 
         Permissions preprocess = Permissions.ofRole(Synth.logicalId("AWS::IAM::Role", "PreprocessJobRole"));
         assertTrue(preprocess.canObject("s3:GetObject", uploads, "u/assets.zip"));
@@ -439,6 +456,7 @@ class StackTemplateTest {
         assertTrue(preprocess.canObject("s3:PutObject", requests, "requests/r1/preprocess.json"));
         assertFalse(preprocess.canObject("s3:PutObject", requests, adapter));
         assertFalse(preprocess.canObject("s3:PutObject", requests, result));
+        assertFalse(preprocess.canObject("s3:GetObject", requests, "requests/r1/charge.json"));
 
         Permissions status = Permissions.ofFunction("StatusFunction");
         assertTrue(status.canObject("s3:GetObject", requests, "requests/r1/request.json"));
@@ -466,8 +484,16 @@ class StackTemplateTest {
         assertTrue(estimate.canObject("s3:PutObject", requests, "staging/t/input.zip"));
         assertFalse(estimate.canObject("s3:PutObject", requests, "requests/r1/request.json"), "estimate keeps nothing");
 
+        Permissions trigger = Permissions.ofFunction("UploadTriggerFunction");
+        assertTrue(trigger.canObject("s3:GetObject", uploads, "uploads/a.zip"));
+        assertTrue(trigger.canObject("s3:PutObject", uploads, "uploads/a.error.json"));
+        assertFalse(trigger.canObject("s3:PutObject", uploads, "uploads/a.zip"), "never rewrites an upload");
+        assertTrue(trigger.canObject("s3:PutObject", requests, "requests/upload-1/request.json"));
+        assertTrue(trigger.canOn("states:StartExecution", sm));
+
         Permissions webhook = Permissions.ofFunction("WebhookFunction");
-        assertFalse(webhook.canObject("s3:PutObject", requests, result));
+        assertFalse(webhook.canObject("s3:GetObject", requests, result), "webhook reads nothing of the buckets");
+        assertTrue(webhook.canOn("sqs:ChangeMessageVisibility", Synth.logicalId("AWS::SQS::Queue", "WebhooksQueue")));
         assertFalse(webhook.canOn("states:StartExecution", sm));
     }
 

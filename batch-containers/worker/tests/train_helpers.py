@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 
-def _views(folder: Path, rng: np.random.Generator, count: int = 16, size: int = 64) -> None:
+def _views(folder: Path, rng: np.random.Generator, count: int, size: int = 64) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     frames = []
     yy, xx = np.mgrid[:size, :size]
@@ -29,10 +29,11 @@ def _views(folder: Path, rng: np.random.Generator, count: int = 16, size: int = 
 
 
 def make_dataset(out: Path, tokens: list[int], resolution: int = 512, seed: int = 0, base=None,
-                 corrupt: str | None = None) -> Path:
+                 views: int = 4) -> Path:
     """A dataset zip with one object per entry of `tokens` (its shape/PBR latent token count).
 
     With `base` (a models.Base), the encoder checkpoints recorded are that base's, as preprocess would write them.
+    `views` condition renders per object (preprocess writes 16; fewer keep the tests quick).
     """
     from trellis2_worker.latents import DatasetStager
 
@@ -56,8 +57,8 @@ def make_dataset(out: Path, tokens: list[int], resolution: int = 512, seed: int 
         pbr_feats = (np.cos(coords @ phase * 0.2) * 2 + 1).astype(np.float32)
         z = (rng.normal(size=(8, 1, 1, 1)) + np.sin(np.linspace(0, 3, 16))[None, :, None, None]
              * rng.normal(size=(8, 1, 16, 16))).astype(np.float32)
-        views = work / "views" / sha
-        _views(views, rng)
-        stager.add_object(sha, z, (shape_feats, coords), (pbr_feats, coords), views)
+        view_dir = work / "views" / sha
+        _views(view_dir, rng, views)
+        stager.add_object(sha, z, (shape_feats, coords), (pbr_feats, coords), view_dir)
     stager.finish(out)
     return out

@@ -31,6 +31,8 @@ def register(subparsers) -> None:
     p.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
     p.add_argument("--no-gradient-checkpointing", dest="gradient_checkpointing", action="store_false")
     p.add_argument("--eval-objects", type=int, default=16, help="objects in the held-out loss metric")
+    p.add_argument("--condition-cache-gb", type=float, default=4.0,
+                   help="memory for DINOv3 features of views already seen (on the training device)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -43,4 +45,5 @@ def run(args: argparse.Namespace) -> dict:
         learning_rate=args.learning_rate, training_steps=args.training_steps, output=args.output, base=args.base,
         batch_size=args.batch_size, max_tokens_per_micro_batch=args.max_tokens_per_micro_batch,
         checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device,
-        gradient_checkpointing=args.gradient_checkpointing, eval_objects=args.eval_objects, progress=args.progress))
+        gradient_checkpointing=args.gradient_checkpointing, eval_objects=args.eval_objects,
+        condition_cache_gb=args.condition_cache_gb, progress=args.progress))

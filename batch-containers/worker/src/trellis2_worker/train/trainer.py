@@ -80,6 +80,7 @@ class TrainRequest:
     device: str | None = None
     gradient_checkpointing: bool = True
     eval_objects: int = 16
+    condition_cache_gb: float = 4.0
     progress: bool = True
     hf_token: str | None = field(default=None, repr=False)
 
@@ -218,16 +219,32 @@ class Denoise:
 
 
 class Conditioner:
-    """DINOv3 features of prepared views (frozen, no grad); views are read from the dataset on demand."""
+    """DINOv3 features of prepared views (frozen, no grad), read from the dataset on demand and kept up to
+    `cache_bytes`: a run draws the same few views of each object many times. Kept in the dtype the denoiser's
+    `to_kv` consumes them in (bf16 under CUDA autocast, fp32 on CPU), so caching changes no number."""
 
-    def __init__(self, base, ds, image_size: int, device: torch.device):
+    def __init__(self, base, ds, image_size: int, device: torch.device, cache_bytes: int = 0,
+                 dtype: torch.dtype = torch.float32):
         self.encoder = base.image_conditioner(device=str(device), image_size=image_size)
-        self.ds, self.size = ds, image_size
+        self.ds, self.size, self.dtype = ds, image_size, dtype
+        self.cache: dict[tuple[str, int], torch.Tensor] = {}
+        self.cache_bytes, self.cached_bytes = cache_bytes, 0
 
     @torch.no_grad()
     def __call__(self, objs: list[TrainObject], views: list[int]) -> torch.Tensor:
-        images = torch.stack([prepare_view(self.ds.render(o.sha256, v), self.size) for o, v in zip(objs, views)])
-        return self.encoder(images, image_size=self.size).float()
+        keys = [(o.sha256, v) for o, v in zip(objs, views)]
+        missing = [k for k in dict.fromkeys(keys) if k not in self.cache]
+        fresh = {}
+        if missing:
+            images = torch.stack([prepare_view(self.ds.render(sha, v), self.size) for sha, v in missing])
+            feats = self.encoder(images, image_size=self.size).to(self.dtype)
+            for k, f in zip(missing, feats):
+                fresh[k] = f
+                size = f.numel() * f.element_size()
+                if self.cached_bytes + size <= self.cache_bytes:
+                    self.cache[k] = f.clone()  # not a view that would keep the whole batch alive
+                    self.cached_bytes += size
+        return torch.stack([self.cache[k] if k in self.cache else fresh[k] for k in keys])
 
 
 # ------------------------------------------------------------------------------------------------ checkpoint
@@ -362,7 +379,8 @@ def evaluate_adapter(adapter: str | Path, dataset: str | Path, base, device: str
     try:
         with open_dataset(Path(dataset)) as ds:
             objects, _ = load_objects(ds, stage, resolution, base)
-            conditioner = Conditioner(base, ds, stage.image_size(resolution), dev)
+            conditioner = Conditioner(base, ds, stage.image_size(resolution), dev,
+                                      dtype=torch.bfloat16 if dev.type == "cuda" else torch.float32)
             denoise = Denoise(stage, peft_model, dev, dev.type == "cuda")
             adapted, base_loss, n = compare_heldout(denoise, peft_model, conditioner, objects, eval_objects)
     finally:
@@ -481,7 +499,9 @@ def train(req: TrainRequest, base=None, on_step=None) -> dict:
             optimizer = torch.optim.AdamW(params, lr=req.learning_rate, betas=BETAS, eps=ADAM_EPS,
                                           weight_decay=WEIGHT_DECAY)
             clipper = AdaptiveGradClipper()
-            conditioner = Conditioner(base, ds, stage.image_size(req.resolution), device)
+            conditioner = Conditioner(base, ds, stage.image_size(req.resolution), device,
+                                      cache_bytes=int(req.condition_cache_gb * 2**30),
+                                      dtype=torch.bfloat16 if autocast else torch.float32)
             denoise = Denoise(stage, peft_model, device, autocast)
             fingerprint = _fingerprint(req, dataset_sha, base_sha)
 
@@ -605,7 +625,7 @@ def _loop(req, stage, objects, conditioner, denoise, optimizer, clipper, params,
                 keep = torch.tensor([0.0 if drop[i] else 1.0 for i in group]).view(-1, 1, 1)
                 cond = cond * keep.to(cond.device)  # dropped conditions become all zeros of the same length
                 loss = denoise.loss(objs, t[group], [eps[i] for i in group], cond) / len(groups)
-                value = float(loss)
+                value = float(loss.detach())
                 if not math.isfinite(value):
                     raise TrainingDiverged(f"training diverged at step {step + 1}: the loss is {value}; nothing was "
                                            f"saved (try a lower learning rate)")

@@ -100,3 +100,35 @@ def test_a_blender_pass_over_its_memory_cap_fails_with_that_reason(tmp_path):
         ingest(str(tmp_path / "s.zip"), tmp_path / "out", render=False, memory_mb=300, progress=False)
     report = json.loads((tmp_path / "out" / "ingest_report.json").read_text())
     assert "out of memory (cap 300 MB)" in report["failed"][0]["reason"]
+
+
+_MAKE_BLEND = """
+import sys, bpy
+bpy.ops.wm.read_factory_settings(use_empty=True)
+bpy.ops.mesh.primitive_cube_add()
+text = bpy.data.texts.new("autorun.py")
+text.write("open(%r, 'w').write('ran')\\n" % sys.argv[2])
+text.use_module = True  # registered, i.e. run, when the file is opened with Python auto-execution on
+bpy.ops.wm.save_as_mainfile(filepath=sys.argv[1])
+"""
+_OPEN_TRUSTED = """
+import sys, bpy
+bpy.context.preferences.filepaths.use_scripts_auto_execute = True
+bpy.ops.wm.open_mainfile(filepath=sys.argv[1], load_ui=False, use_scripts=True)
+"""
+
+
+@pytest.mark.slow
+def test_scripts_inside_a_blend_file_never_run(tmp_path):
+    blend, marker = tmp_path / "trap.blend", tmp_path / "marker.txt"
+    made = subprocess.run([sys.executable, "-c", _MAKE_BLEND, str(blend), str(marker)], capture_output=True,
+                          text=True, timeout=300)
+    assert made.returncode == 0 and blend.is_file(), made.stderr
+    assert not marker.exists()
+    # Proof the trap works: opened the trusting way, the script runs.
+    subprocess.run([sys.executable, "-c", _OPEN_TRUSTED, str(blend)], capture_output=True, timeout=300)
+    assert marker.read_text() == "ran"
+    marker.unlink()
+    report = ingest(str(blend), tmp_path / "out", render=False, progress=False)
+    assert report["succeeded"] == 1 and report["objects"][0]["num_faces"] == 12
+    assert not marker.exists()

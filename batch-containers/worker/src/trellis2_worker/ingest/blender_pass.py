@@ -41,6 +41,7 @@ def _reset_scene(bpy) -> None:
 def load_asset(bpy, path: Path, fmt: str) -> None:
     if fmt == "blend":
         # Open it as the main file (the reference starts Blender with the file), scripts disabled.
+        bpy.context.preferences.filepaths.use_scripts_auto_execute = False
         bpy.ops.wm.open_mainfile(filepath=str(path), load_ui=False, use_scripts=False)
         _delete_hidden(bpy)
         return

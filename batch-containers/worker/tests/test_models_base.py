@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from trellis2_worker.models import CheckpointError, SparseTensor, load_base, load_checkpoint
+from trellis2_worker.models import CheckpointError, SparseTensor, from_pretrained, load_base, load_checkpoint
 from trellis2_worker.models.tiny import TINY_MODELS, write_tiny_base
 
 KEYS = ["sparse_structure_flow_model", "sparse_structure_encoder", "sparse_structure_decoder",
@@ -63,8 +63,9 @@ def test_a_local_directory_base_loads_through_the_same_path(tiny, tmp_path):
     base = load_base(str(local))
     assert base.model_id == "my-base" and base.root == local.resolve()
     ref, got = tiny.load("tex_slat_flow_model_512"), base.load("tex_slat_flow_model_512")
-    for (k, a), (_, b) in zip(ref.state_dict().items(), got.state_dict().items()):
-        assert torch.equal(a, b), k
+    single = from_pretrained(str(local / "ckpts" / "slat_flow_imgshape2tex_dit_1_3B_512_bf16"))
+    for (k, a), (_, b), (_, c) in zip(ref.state_dict().items(), got.state_dict().items(), single.state_dict().items()):
+        assert torch.equal(a, b) and torch.equal(a, c), k
 
 
 def test_latent_normalisations_are_per_latent(tiny):

@@ -158,6 +158,13 @@ def test_objects_in_a_batch_do_not_see_each_other():
             c[:, 0] = 0
             alone = model(SparseTensor(feats[m], c), t[b:b + 1], cond[b:b + 1]).feats
             assert (alone - both[m]).abs().max() < 1e-5
+        # one condition per object, of different lengths (the reference's list-form cond)
+        listed = model(SparseTensor(feats, coords), t, [cond[0], cond[1, :3]]).feats
+        m = coords[:, 0] == 1
+        c = coords[m].clone()
+        c[:, 0] = 0
+        alone = model(SparseTensor(feats[m], c), t[1:], cond[1:, :3]).feats
+        assert (listed[~m] - both[~m]).abs().max() < 1e-5 and (listed[m] - alone).abs().max() < 1e-5
 
 
 # -- precision -------------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ trellis2-models.md): the flows, the sparse-structure and SC VAEs, the DINOv3 con
 from .base import DEFAULT_BASE, Base, load_base
 from .conditioner import ImageConditioner, prepare_images
 from .flows import ElasticSLatFlowModel, SLatFlowModel, SparseStructureFlowModel
-from .loading import (ALLOWED_MISSING, MODEL_CLASSES, CheckpointError, build_model, load_checkpoint,
+from .loading import (ALLOWED_MISSING, MODEL_CLASSES, CheckpointError, build_model, from_pretrained, load_checkpoint,
                       load_state_dict_strict, model_manifest)
 from .sc_vae import (DualGridFields, FlexiDualGridVaeDecoder, FlexiDualGridVaeEncoder, SparseUnetVaeDecoder,
                      SparseUnetVaeEncoder)
@@ -15,7 +15,7 @@ __all__ = [
     "ALLOWED_MISSING", "Base", "CheckpointError", "DEFAULT_BASE", "DualGridFields", "ElasticSLatFlowModel",
     "FlexiDualGridVaeDecoder", "FlexiDualGridVaeEncoder", "ImageConditioner", "MODEL_CLASSES", "SLatFlowModel",
     "SparseConv3d", "SparseLinear", "SparseStructureDecoder", "SparseStructureEncoder", "SparseStructureFlowModel",
-    "SparseTensor", "SparseUnetVaeDecoder", "SparseUnetVaeEncoder", "build_model", "channel_to_spatial",
+    "SparseTensor", "SparseUnetVaeDecoder", "SparseUnetVaeEncoder", "build_model", "channel_to_spatial", "from_pretrained",
     "load_base", "load_checkpoint", "load_state_dict_strict", "model_manifest", "prepare_images", "sparse_cat",
     "spatial_to_channel",
 ]

@@ -110,3 +110,19 @@ def model_manifest(model: nn.Module) -> list[dict]:
     """[{name, shape, dtype}] of the state_dict, in state_dict order."""
     return [{"name": k, "shape": list(v.shape), "dtype": str(v.dtype).removeprefix("torch.")}
             for k, v in model.state_dict().items()]
+
+
+def from_pretrained(path: str, device: str | torch.device = "cpu", token: str | None = None) -> nn.Module:
+    """One checkpoint by path prefix, as the reference `trellis2.models.from_pretrained`: local when
+    `<path>.json` and `<path>.safetensors` exist, otherwise `owner/repo/<file path>` on the Hugging Face hub."""
+    if Path(f"{path}.json").is_file() and Path(f"{path}.safetensors").is_file():
+        return load_checkpoint(f"{path}.json", f"{path}.safetensors", device=device)
+    parts = path.split("/")
+    if len(parts) < 3:
+        raise FileNotFoundError(f"{path}: no local .json/.safetensors pair and not a hub path owner/repo/file")
+    from huggingface_hub import hf_hub_download
+
+    repo, name = "/".join(parts[:2]), "/".join(parts[2:])
+    j = hf_hub_download(repo, f"{name}.json", token=token)
+    w = hf_hub_download(repo, f"{name}.safetensors", token=token)
+    return load_checkpoint(j, w, device=device)

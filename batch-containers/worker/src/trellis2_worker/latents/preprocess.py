@@ -212,6 +212,8 @@ def _base_model_id(base: str) -> str:
 def _preprocess_raw(local: Path, resolution, base, output_uri, render_size, workers, cache_dir, work: Path) -> dict:
     from trellis2_worker import storage
     from trellis2_worker.latents import _ingest
+    import torch
+
     from trellis2_worker.models import load_base
 
     render_size = render_size or DEFAULT_RENDER_SIZE
@@ -229,10 +231,15 @@ def _preprocess_raw(local: Path, resolution, base, output_uri, render_size, work
     encoders = {k: for_device(base_obj.load(key, device=device), device) for k, key in ENCODER_KEYS.items()}
     checkpoints = {key: base_obj.checkpoint_sha256(key) for key in ENCODER_KEYS.values()}
     timings["load_models_s"] = time.perf_counter() - t
-    cache = ObjectCache(cache_root, base_fingerprint(base_obj.model_id, checkpoints), resolution)
+    # fp16 blocks on GPU as in the reference; float32 copies on CPU (see encode.for_device): part of the cache key
+    precision = {k: str(next(m.parameters()).dtype).replace("torch.", "") for k, m in encoders.items()}
+    precision = {k: ("mixed float16" if any(p.dtype == torch.float16 for p in encoders[k].parameters()) else v)
+                 for k, v in precision.items()}
+    cache = ObjectCache(cache_root, base_fingerprint(base_obj.model_id, {**checkpoints, "precision": precision}), resolution)
 
     encoder_info = {
-        k: {"name": ENCODER_NAMES[k], "key": ENCODER_KEYS[k], "checkpoint_sha256": checkpoints[ENCODER_KEYS[k]]}
+        k: {"name": ENCODER_NAMES[k], "key": ENCODER_KEYS[k], "checkpoint_sha256": checkpoints[ENCODER_KEYS[k]],
+            "precision": precision[k], "device": device}
         for k in ENCODER_KEYS
     }
     encoder_info["ss"].update(grid=layout.SS_GRID, occupancy_of_resolution=1024, latent_shape=list(layout.SS_LATENT_SHAPE))
@@ -246,7 +253,8 @@ def _preprocess_raw(local: Path, resolution, base, output_uri, render_size, work
     for sha, row in ing["objects"].items():
         name = row.get("local_path", sha)
         result = cache.get(sha)
-        if result is not None:
+        from_cache = result is not None
+        if from_cache:
             cached += 1
         else:
             log.info("encoding %s (%s)", name, sha[:12])
@@ -263,7 +271,12 @@ def _preprocess_raw(local: Path, resolution, base, output_uri, render_size, work
                     num_pbr_voxels=result["stats"].get("num_pbr_voxels"))
         entry = stager.add_object(sha, result["ss"], result["shape"], result["pbr"], icache.obj(sha) / "renders", meta)
         channels |= {result["shape"][0].shape[1], result["pbr"][0].shape[1]}
-        per_object.append({"sha256": sha, "file": name, "shape_tokens": entry["shape_tokens"], "pbr_tokens": entry["pbr_tokens"]})
+        per_object.append({
+            "sha256": sha, "file": name, "shape_tokens": entry["shape_tokens"], "pbr_tokens": entry["pbr_tokens"],
+            "voxels": result["stats"].get("dual_grid_size"), "ss_cells": result["stats"].get("ss_cells"),
+            "blender_s": ing["seconds"].get(sha), "seconds": {k: round(v, 3) for k, v in result["times"].items()},
+            "from_cache": from_cache,
+        })
 
     if not per_object:
         reasons = "; ".join(f"{f.get('file')}: {f.get('reason')}" for f in failed[:5])

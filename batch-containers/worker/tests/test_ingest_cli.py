@@ -44,7 +44,8 @@ def test_ingest_cli_on_the_sample_zip(tmp_path):
     assert made.returncode == 0, made.stderr
     out = tmp_path / "out"
     run = _worker("ingest", "--input", str(tmp_path / "samples.zip"), "--out", str(out), "--render-size", "24",
-                  "--render-samples", "1", "--denoise", "fast", "--workers", "2", "--report", str(tmp_path / "report.json"))
+                  "--render-samples", "1", "--denoise", "fast", "--workers", "2",
+                  "--report", str(tmp_path / "report.json"))
     assert run.returncode == 0, run.stderr
     assert "[3/3]" in run.stderr and "ETA" in run.stderr  # per-asset progress with a count and an ETA
     report = json.loads((out / "ingest_report.json").read_text())

@@ -164,13 +164,13 @@ def read_manifest(root: Path) -> tuple[list[dict], list[str]] | None:
     return rows, [c for c in columns if c and c != "file"]
 
 
-def discover(root: Path, files: list[str] | None = None) -> Discovery:
+def discover(root: Path, files: list[str] | None = None, use_manifest: bool = True) -> Discovery:
     """Supported objects under root, in path order, one per distinct content (sha256); see module doc."""
     root = Path(root)
     skipped: list[dict] = []
     if files is None:
         files, skipped = list_files(root)
-    manifest = read_manifest(root)
+    manifest = read_manifest(root) if use_manifest else None
     missing: list[str] = []
     unsupported: list[str] = []
     extras: dict[str, dict[str, str]] = {}

@@ -47,16 +47,16 @@ def default_memory_mb(workers: int) -> int:
 
 
 def _resolve_input(uri: str, workdir: Path, max_archive_bytes: int, max_uncompressed_bytes: int):
-    """(root directory, files under it or None to walk it)."""
+    """(root directory, files under it or None to walk it, whether the input is one 3D file)."""
     local = storage.open_input(uri, workdir / "download", max_bytes=max_archive_bytes)
     if local.is_dir():
-        return local, None
+        return local, None, False
     if local.suffix.lower() == ".zip" or zipfile.is_zipfile(local):
         root = workdir / "extracted"
         files = extract_zip(local, root, max_archive_bytes, max_uncompressed_bytes)
-        return root, files
+        return root, files, False
     if file_format(local.name):
-        return local.parent, [local.name]
+        return local.parent, [local.name], True  # its folder's other files are only its resources
     raise InputError(f"input is neither a zip archive, a directory nor a 3D file ({', '.join(SUPPORTED_FORMATS)}): "
                      f"{uri}")
 
@@ -140,8 +140,9 @@ def ingest(input_uri: str, out_dir: str | os.PathLike, render_size: int = 1024, 
     started = time.time()
     workdir = Path(tempfile.mkdtemp(prefix=".ingest-work-", dir=out))
     try:
-        root, files = _resolve_input(str(input_uri), workdir, max_archive_bytes, max_uncompressed_bytes)
-        found = discover(root, files)
+        root, files, single_file = _resolve_input(str(input_uri), workdir, max_archive_bytes,
+                                                  max_uncompressed_bytes)
+        found = discover(root, files, use_manifest=not single_file)
         if not found.assets:
             detail = ""
             if found.manifest_missing:

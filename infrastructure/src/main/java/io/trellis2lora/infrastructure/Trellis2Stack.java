@@ -200,6 +200,7 @@ public final class Trellis2Stack extends Stack {
     public static final int JOB_GPUS = 1;
 
     private static final RetentionDays LOG_RETENTION = RetentionDays.ONE_MONTH;
+
     /** Where an upload starts a request by itself (functions/upload-trigger). */
     public static final String UPLOAD_PREFIX = "uploads/";
 
@@ -210,7 +211,6 @@ public final class Trellis2Stack extends Stack {
     private final Queue uploadEvents;
     private final Queue webhooks;
     private final Map<String, Function> functions = new LinkedHashMap<>();
-    private final Map<String, LogGroup> functionLogs = new LinkedHashMap<>();
     private StateMachine stateMachine;
     private JobQueue jobQueue;
     private EcsJobDefinition preprocessJob;
@@ -231,7 +231,7 @@ public final class Trellis2Stack extends Stack {
         CfnParameter baseModel = new CfnParameter(this, "BaseModel", CfnParameterProps.builder().type("String")
                 .defaultValue("microsoft/TRELLIS.2-4B").minLength(1)
                 .description("The worker's --base: a Hugging Face repo id").build());
-        CfnParameter uploadDays = days("UploadRetentionDays", 7, "Days an upload (zip + request.json) is kept");
+        CfnParameter uploadDays = days("UploadRetentionDays", 7, "Days an upload (a zip and its request sidecar) is kept");
         CfnParameter datasetDays = days("DatasetRetentionDays", 30,
                 "Days a preprocessed dataset is kept for reuse and download");
         CfnParameter requestDays = days("RequestRetentionDays", 90,
@@ -253,8 +253,8 @@ public final class Trellis2Stack extends Stack {
                 NotificationKeyFilter.builder().prefix(UPLOAD_PREFIX).suffix(".zip").build());
 
         Secret hfToken = new Secret(this, "HuggingFaceToken", SecretProps.builder()
-                .description("Hugging Face token for gated base models (DINOv3): put {\"token\":\"hf_...\"}; "
-                        + "an empty token means anonymous downloads")
+                .description("Hugging Face token the Batch jobs get as HF_TOKEN (DINOv3 is gated): "
+                        + "put {\"token\":\"hf_...\"}")
                 .generateSecretString(SecretStringGenerator.builder()
                         .secretStringTemplate("{\"token\":\"\"}").generateStringKey("unused").build())
                 .build());
@@ -275,7 +275,8 @@ public final class Trellis2Stack extends Stack {
 
         output("ApiUrl", api.getUrl(), "Base URL of the REST API");
         output("RequestsBucketName", requestsBucket.getBucketName(), "Requests, datasets and staging");
-        output("UploadsBucketName", uploadsBucket.getBucketName(), "Upload a zip, then request.json beside it");
+        output("UploadsBucketName", uploadsBucket.getBucketName(),
+                "data_url objects; uploads/NAME.zip (after its sidecar uploads/NAME.json) starts a request");
         output("StateMachineArn", stateMachine.getStateMachineArn(), "One execution per request id");
         output("PreprocessRepositoryUri", preprocessRepo.getRepositoryUri(), "docker push target: preprocess");
         output("TrainRepositoryUri", trainRepo.getRepositoryUri(), "docker push target: train");
@@ -550,7 +551,6 @@ public final class Trellis2Stack extends Stack {
                     .description("trellis2-lora " + name)
                     .build());
             functions.put(name, fn);
-            functionLogs.put(name, logs);
         }
         functions.get("finalize").addEnvironment("TRELLIS2_WEBHOOK_QUEUE_URL", webhooks.getQueueUrl());
         functions.get("upload-trigger").addEventSource(new SqsEventSource(uploadEvents, SqsEventSourceProps.builder()
@@ -812,9 +812,5 @@ public final class Trellis2Stack extends Stack {
 
     private void output(String id, String value, String description) {
         new CfnOutput(this, id, CfnOutputProps.builder().value(value).description(description).build());
-    }
-
-    public Map<String, Function> functions() {
-        return functions;
     }
 }

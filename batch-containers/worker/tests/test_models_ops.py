@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from trellis2_worker.models import (SparseTensor, build_model, channel_to_spatial, load_state_dict_strict,
                                     spatial_to_channel)
+from trellis2_worker.models import sparse
 from trellis2_worker.models.sparse import SparseConv3d, dense_to_sparse_reference_conv
 from trellis2_worker.models.transformer import apply_rope, rope_phases, varlen_attention
 
@@ -39,7 +40,10 @@ def small_flow(**over):
 
 
 # -- sparse convolution ----------------------------------------------------------------------------------------
-def test_sparse_conv_equals_dense_conv3d_at_active_voxels():
+@pytest.mark.parametrize("lookup", ["dense volume", "sorted search"])
+def test_sparse_conv_equals_dense_conv3d_at_active_voxels(lookup, monkeypatch):
+    if lookup == "sorted search":
+        monkeypatch.setattr(sparse, "DENSE_LOOKUP_CELLS", 0)
     coords = random_coords(300, 9, batches=2)
     torch.manual_seed(1)
     conv = SparseConv3d(5, 7)

@@ -159,18 +159,29 @@ def neighbour_table(x: SparseTensor) -> torch.Tensor:
     if n:
         extent = [s + 2 for s in x.spatial_shape]
         codes = _voxel_codes(coords, extent)
-        sorted_codes, order = torch.sort(codes)
         _, sy, sz = extent
-        for k in range(27):
-            a, b, c = k // 9, (k // 3) % 3, k % 3
-            q = codes + (a - 1) * sy * sz + (b - 1) * sz + (c - 1)
-            pos = torch.searchsorted(sorted_codes, q).clamp_(max=n - 1)
-            # Neighbours at -1 or S stay inside the padded extent, so a code never aliases another row or item.
-            hit = sorted_codes[pos] == q
-            table[:, k] = torch.where(hit, order[pos], n)
+        total = x.batch_size * extent[0] * sy * sz
+        if total <= DENSE_LOOKUP_CELLS:
+            # Small grids: a dense code -> row volume is faster than searching.
+            volume = torch.full((total,), n, dtype=torch.int32, device=coords.device)
+            volume[codes] = torch.arange(n, dtype=torch.int32, device=coords.device)
+            for k in range(27):
+                a, b, c = k // 9, (k // 3) % 3, k % 3
+                table[:, k] = volume[codes + ((a - 1) * sy * sz + (b - 1) * sz + (c - 1))]
+        else:
+            sorted_codes, order = torch.sort(codes)
+            for k in range(27):
+                a, b, c = k // 9, (k // 3) % 3, k % 3
+                q = codes + ((a - 1) * sy * sz + (b - 1) * sz + (c - 1))
+                pos = torch.searchsorted(sorted_codes, q).clamp_(max=n - 1)
+                # Neighbours at -1 or S stay inside the padded extent, so a code never aliases another row or item.
+                table[:, k] = torch.where(sorted_codes[pos] == q, order[pos], n)
     x.cache[key] = table
     return table
 
+
+# Grids up to this many cells use a dense lookup volume for the neighbour table, larger ones a sorted search.
+DENSE_LOOKUP_CELLS = 1 << 24
 
 # Rows per im2col chunk are chosen so a chunk holds about this many elements (bounds the temporary memory).
 IM2COL_ELEMENTS = 1 << 25

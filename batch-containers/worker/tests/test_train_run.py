@@ -193,7 +193,7 @@ def test_the_command_writes_the_adapter_and_report(dataset, tmp_path):
     assert "3/3" in r.stderr and "loss=" in r.stderr  # the progress bar
 
 
-@pytest.mark.parametrize("problem", ["missing", "not_a_zip", "wrong_resolution"])
+@pytest.mark.parametrize("problem", ["missing", "not_a_zip", "wrong_resolution", "other_encoders"])
 def test_bad_input_ends_with_exit_code_2_and_an_error_report(dataset, tmp_path, problem):
     from trellis2_worker.cli import main
 
@@ -203,6 +203,8 @@ def test_bad_input_ends_with_exit_code_2_and_an_error_report(dataset, tmp_path, 
         path.write_bytes(b"this is not a zip")
     elif problem == "wrong_resolution":
         path, resolution = dataset, "1024"  # a 512 dataset has no 1024 latents
+    elif problem == "other_encoders":  # latents from other encoder weights mean nothing to this base's flows
+        make_dataset(path, [30], checkpoints={"shape_slat_encoder": "0" * 64, "tex_slat_encoder": "0" * 64})
     code = main(["train", "--dataset", str(path), "--denoiser", "texture", "--base", "tiny", "--resolution",
                  resolution, "--training-steps", "2", "--output", str(tmp_path / "texture.safetensors"),
                  "--report", str(tmp_path / "report.json"), "--no-progress"])
@@ -210,3 +212,5 @@ def test_bad_input_ends_with_exit_code_2_and_an_error_report(dataset, tmp_path, 
     error = json.loads((tmp_path / "report.json").read_text())["error"]
     assert error and "\n" not in error
     assert not (tmp_path / "texture.safetensors").exists()
+    if problem == "other_encoders":
+        assert "encoded with other shape_slat_encoder weights" in error

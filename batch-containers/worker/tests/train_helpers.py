@@ -29,7 +29,7 @@ def _views(folder: Path, rng: np.random.Generator, count: int, size: int = 64) -
 
 
 def make_dataset(out: Path, tokens: list[int], resolution: int = 512, seed: int = 0, base=None,
-                 views: int = 4) -> Path:
+                 views: int = 4, checkpoints: dict | None = None) -> Path:
     """A dataset zip with one object per entry of `tokens` (its shape/PBR latent token count).
 
     With `base` (a models.Base), the encoder checkpoints recorded are that base's, as preprocess would write them.
@@ -39,11 +39,10 @@ def make_dataset(out: Path, tokens: list[int], resolution: int = 512, seed: int 
 
     rng = np.random.default_rng(seed)
     work = out.parent / (out.stem + "_staging")
-    checkpoints = {}
-    if base is not None:
+    if checkpoints is None and base is not None:
         checkpoints = {k: base.checkpoint_sha256(k) for k in ("sparse_structure_encoder", "shape_slat_encoder",
                                                                "tex_slat_encoder")}
-    stager = DatasetStager(work / "root", resolution, "tiny" if base is None else base.model_id, checkpoints,
+    stager = DatasetStager(work / "root", resolution, "tiny" if base is None else base.model_id, checkpoints or {},
                            {"shape": {"latent_channels": 32}, "pbr": {"latent_channels": 32}}, "test")
     grid = resolution // 16
     for i, t in enumerate(tokens):

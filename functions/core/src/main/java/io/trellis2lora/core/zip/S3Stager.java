@@ -17,16 +17,26 @@ public final class S3Stager implements Stager {
     private final S3Client s3;
     private final String bucket;
     private final String key;
+    private final long limit;
 
     public S3Stager(S3Client s3, String bucket, String key) {
+        this(s3, bucket, key, ZipInspector.MAX_ARCHIVE_BYTES);
+    }
+
+    /** @param limit bytes after which the copy stops with a refusal (tests use a small one) */
+    S3Stager(S3Client s3, String bucket, String key, long limit) {
         this.s3 = s3;
         this.bucket = bucket;
         this.key = key;
+        this.limit = limit;
     }
 
     @Override
     public String stage(InputStream body, String sourceName) throws IOException {
         byte[] first = body.readNBytes(PART);
+        if (first.length > limit) {
+            throw tooBig(sourceName);
+        }
         if (first.length < PART) {
             s3.putObject(b -> b.bucket(bucket).key(key).contentType("application/zip"), RequestBody.fromBytes(first));
             return new S3Uri(bucket, key).toString();
@@ -40,8 +50,8 @@ public final class S3Stager implements Stager {
             int number = 1;
             while (part.length > 0) {
                 total += part.length;
-                if (total > ZipInspector.MAX_ARCHIVE_BYTES) {
-                    throw new InputRefusedException("archive at " + sourceName + " is over the 8192 MB limit");
+                if (total > limit) {
+                    throw tooBig(sourceName);
                 }
                 final int n = number;
                 final byte[] bytes = part;
@@ -58,6 +68,11 @@ public final class S3Stager implements Stager {
             s3.abortMultipartUpload(b -> b.bucket(bucket).key(key).uploadId(uploadId));
             throw e;
         }
+    }
+
+    private InputRefusedException tooBig(String sourceName) {
+        return new InputRefusedException(String.format(java.util.Locale.ROOT,
+                "archive at %s is over the %,d MB limit", sourceName, limit / (1024 * 1024)));
     }
 
     @Override

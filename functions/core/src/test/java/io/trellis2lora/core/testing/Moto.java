@@ -6,9 +6,12 @@ import java.net.URI;
 import java.net.http.HttpClient;
 import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
+import java.nio.channels.FileChannel;
+import java.nio.channels.FileLock;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
 import java.time.Duration;
 import java.util.UUID;
 import org.junit.jupiter.api.extension.BeforeAllCallback;
@@ -23,25 +26,80 @@ import software.amazon.awssdk.services.s3.presigner.S3Presigner;
 import software.amazon.awssdk.services.sfn.SfnClient;
 
 /**
- * A real local AWS emulator for the tests: moto's server from the project's Python environment, started once per
- * JVM (the first test class that uses {@code @ExtendWith(Moto.class)} starts it; a shutdown hook stops it), with
- * Step Functions set to really run state machines. Clients point at it with dummy credentials in us-east-1.
+ * A real local AWS emulator for the tests: moto's server from the project's Python environment (see
+ * {@link #endpoint()} for its lifetime), with Step Functions set to really run state machines. Clients point at it
+ * with dummy credentials in us-east-1, S3 path-style.
  */
 public final class Moto implements BeforeAllCallback {
     public static final Region REGION = Region.US_EAST_1;
     public static final String ROLE = "arn:aws:iam::123456789012:role/trellis2-test";
     private static URI endpoint;
-    private static Process process;
 
     @Override
     public void beforeAll(ExtensionContext context) throws Exception {
         endpoint();
     }
 
+    /**
+     * The emulator's address. One server serves a whole Maven build: the first test JVM starts it, records its port
+     * under target/moto/ keyed by the Maven process, and tells it to exit once that process has gone; the test
+     * JVMs of later modules find it there. Every test makes its own bucket and state machine, so sharing is safe.
+     */
     public static synchronized URI endpoint() throws IOException, InterruptedException {
         if (endpoint != null) {
             return endpoint;
         }
+        long owner = owner();
+        Path dir = Files.createDirectories(TestPaths.repo().resolve("target/moto"));
+        Path record = dir.resolve(owner + ".port");
+        try (FileChannel lock = FileChannel.open(dir.resolve("lock"), StandardOpenOption.CREATE,
+                StandardOpenOption.WRITE); FileLock ignored = lock.lock()) {
+            if (Files.isRegularFile(record)) {
+                URI uri = URI.create("http://127.0.0.1:" + Files.readString(record).trim());
+                if (configure(uri)) {
+                    endpoint = uri;
+                    return uri;
+                }
+            }
+            URI uri = start(owner, dir);
+            Files.writeString(record, String.valueOf(uri.getPort()));
+            endpoint = uri;
+            return uri;
+        }
+    }
+
+    /** The Maven process above this test JVM (surefire may fork through a shell), else the direct parent. */
+    static long owner() {
+        var parent = ProcessHandle.current().parent();
+        long fallback = parent.map(ProcessHandle::pid).orElse(ProcessHandle.current().pid());
+        for (var p = parent; p.isPresent(); p = p.get().parent()) {
+            if (p.get().info().commandLine().orElse("").contains("classworlds")) {
+                return p.get().pid();
+            }
+        }
+        return fallback;
+    }
+
+    /** moto's threaded server plus a watchdog that stops it when {@code owner} (the Maven process) exits. */
+    private static final String SERVER = String.join("\n",
+            "import os, sys, time",
+            "from moto.server import ThreadedMotoServer",
+            "server = ThreadedMotoServer(ip_address='127.0.0.1', port=int(sys.argv[1]), verbose=False)",
+            "server.start()",
+            "owner = int(sys.argv[2])",
+            "def alive(pid):",
+            "    try:",
+            "        os.kill(pid, 0)",
+            "        return True",
+            "    except ProcessLookupError:",
+            "        return False",
+            "    except PermissionError:",
+            "        return True",
+            "while alive(owner):",
+            "    time.sleep(1)",
+            "server.stop()");
+
+    private static URI start(long owner, Path dir) throws IOException, InterruptedException {
         Path python = venv().resolve("bin/python");
         if (!Files.isExecutable(python)) {
             throw new IllegalStateException("no Python at " + python + ": run bin/setup (the tests start moto from "
@@ -51,38 +109,35 @@ public final class Moto implements BeforeAllCallback {
         try (ServerSocket s = new ServerSocket(0)) {
             port = s.getLocalPort();
         }
-        Path log = Files.createTempFile("moto-", ".log");
-        process = new ProcessBuilder(python.toString(), "-m", "moto.server", "-H", "127.0.0.1", "-p",
-                String.valueOf(port)).redirectErrorStream(true).redirectOutput(log.toFile()).start();
-        Process p = process;
-        Runtime.getRuntime().addShutdownHook(new Thread(p::destroy));
+        Path log = dir.resolve(owner + ".log");
+        Process p = new ProcessBuilder(python.toString(), "-c", SERVER, String.valueOf(port), String.valueOf(owner))
+                .redirectErrorStream(true).redirectOutput(log.toFile()).start();
         URI uri = URI.create("http://127.0.0.1:" + port);
-        HttpClient http = HttpClient.newHttpClient();
-        long deadline = System.nanoTime() + Duration.ofSeconds(60).toNanos();
-        while (true) {
+        long deadline = System.nanoTime() + Duration.ofSeconds(90).toNanos();
+        while (!configure(uri)) {
             if (!p.isAlive()) {
                 throw new IllegalStateException("moto server exited: " + Files.readString(log));
             }
-            try {
-                // Executions really run (Pass/Wait/Fail states), so status tests see real histories.
-                HttpResponse<String> r = http.send(HttpRequest.newBuilder(uri.resolve("/moto-api/config"))
-                        .POST(HttpRequest.BodyPublishers.ofString(
-                                "{\"stepfunctions\": {\"execute_state_machine\": true}}"))
-                        .timeout(Duration.ofSeconds(5)).build(), HttpResponse.BodyHandlers.ofString());
-                if (r.statusCode() / 100 == 2) {
-                    break;
-                }
-            } catch (IOException e) {
-                // not listening yet
-            }
             if (System.nanoTime() > deadline) {
                 p.destroy();
-                throw new IllegalStateException("moto server did not start within 60 s: " + Files.readString(log));
+                throw new IllegalStateException("moto server did not start within 90 s: " + Files.readString(log));
             }
             Thread.sleep(200);
         }
-        endpoint = uri;
         return uri;
+    }
+
+    /** Makes Step Functions executions really run (Pass/Wait/Fail states); false while nothing answers. */
+    private static boolean configure(URI uri) throws InterruptedException {
+        try {
+            HttpResponse<String> r = HttpClient.newHttpClient().send(HttpRequest.newBuilder(
+                    uri.resolve("/moto-api/config")).POST(HttpRequest.BodyPublishers.ofString(
+                    "{\"stepfunctions\": {\"execute_state_machine\": true}}"))
+                    .timeout(Duration.ofSeconds(5)).build(), HttpResponse.BodyHandlers.ofString());
+            return r.statusCode() / 100 == 2;
+        } catch (IOException e) {
+            return false;
+        }
     }
 
     static Path venv() throws IOException, InterruptedException {

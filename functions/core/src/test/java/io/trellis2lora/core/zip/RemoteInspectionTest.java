@@ -113,6 +113,17 @@ class RemoteInspectionTest {
     }
 
     @Test
+    void stagingStopsAtTheSizeLimitAndLeavesNothingBehind() {
+        byte[] big = new byte[S3Stager.PART * 2 + 10];
+        var stager = new S3Stager(s3, bucket, "requests/r-3/input.zip", S3Stager.PART + 1);
+        var e = assertThrows(InputRefusedException.class,
+                () -> stager.stage(new java.io.ByteArrayInputStream(big), "https://example.com/big.zip"));
+        assertTrue(e.getMessage().contains("over the 16 MB limit"), e.getMessage());
+        assertEquals(0, s3.listMultipartUploads(b -> b.bucket(bucket)).uploads().size());
+        assertEquals(0, s3.listObjectsV2(b -> b.bucket(bucket).prefix("requests/r-3/")).keyCount());
+    }
+
+    @Test
     void loopbackIsRefusedUnlessConfigurationAllowsIt() throws Exception {
         String url = server.serveRanged("/ok.zip", real20);
         try (SafeHttp strict = new SafeHttp(AddressPolicy.PUBLIC_ONLY, TestHttpsServer.clientContext())) {

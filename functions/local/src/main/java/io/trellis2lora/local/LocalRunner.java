@@ -54,6 +54,7 @@ public final class LocalRunner {
     private final String baseModel;
     private final List<String> workerCommand;
     private final ExecutionListener listener;
+    private List<String> preprocessOptions = List.of();
 
     /**
      * @param out           the storage directory (requests/, datasets/) and where result.json is copied
@@ -64,6 +65,12 @@ public final class LocalRunner {
         this.baseModel = baseModel;
         this.workerCommand = List.copyOf(workerCommand);
         this.listener = listener;
+    }
+
+    /** Extra options for the preprocess job, e.g. [--render-size, 256]. */
+    public LocalRunner preprocessOptions(List<String> options) {
+        this.preprocessOptions = List.copyOf(options);
+        return this;
     }
 
     public static String definitionText() throws IOException {
@@ -106,7 +113,7 @@ public final class LocalRunner {
         DirectoryObjectStore store = new DirectoryObjectStore(out);
         Preparer preparer;
         SafeHttp http = new SafeHttp(AddressPolicy.fromEnvironment(System::getenv));
-        preparer = new Preparer(store, new ArchiveOpener(null, http), baseModel);
+        preparer = new Preparer(store, new ArchiveOpener(null, http), baseModel, preprocessOptions);
         Finalizer finalizer = new Finalizer(store, null);
         StateMachine machine = StateMachine.load(definitionText(), SUBSTITUTIONS);
         LambdaBinding lambdas = new LambdaBinding(Map.of(

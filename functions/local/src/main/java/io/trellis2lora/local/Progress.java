@@ -56,11 +56,21 @@ final class Progress implements ExecutionListener {
         line(who(label, state) + " failed (" + error.error() + "), continuing with " + next);
     }
 
+    private final Map<String, Instant> lastProgress = new ConcurrentHashMap<>();
+
+    /** Worker output, prefixed by its phase/stage; progress-bar redraws at most one every 5 s per stage. */
     @Override
     public void output(String label, String state, String text) {
-        if (verbose || text.contains("%") || text.toLowerCase().contains("error") || text.startsWith("attempt")) {
-            line("  " + who(label, state) + " | " + text);
+        boolean progressBar = text.contains("%|") || text.contains("it/s") || text.contains("s/it");
+        if (progressBar && !verbose) {
+            String key = label + "/" + state;
+            Instant last = lastProgress.get(key);
+            if (last != null && Duration.between(last, Instant.now()).toSeconds() < 5) {
+                return;
+            }
+            lastProgress.put(key, Instant.now());
         }
+        line("  " + who(label, state) + " | " + text);
     }
 
     /** Pass and Choice states are bookkeeping; the phases a user cares about are the tasks and the Map. */

@@ -16,9 +16,10 @@ import java.util.concurrent.TimeUnit;
  */
 public final class TrainCommand {
     static final String USAGE = """
-            usage: trellis2-lora train REQUEST.json --out DIR [--base BASE] [--verbose]
+            usage: trellis2-lora train REQUEST.json --out DIR [--base BASE] [--render-size PX] [--verbose]
               BASE: tiny (small random-weight model, CPU), a local model directory, or a Hugging Face repo id
-                    (default microsoft/TRELLIS.2-4B); DIR keeps requests/ and datasets/ (reused by later runs).""";
+                    (default microsoft/TRELLIS.2-4B); DIR keeps requests/ and datasets/ (reused by later runs).
+              PX:   condition render size for preprocessing (the worker's default when absent).""";
 
     private TrainCommand() {
     }
@@ -32,12 +33,18 @@ public final class TrainCommand {
         Path dir = null;
         String base = null;
         boolean verbose = false;
+        List<String> preprocessOptions = new java.util.ArrayList<>();
         int i = args.length > 0 && args[0].equals("train") ? 1 : 0;
         for (; i < args.length; i++) {
             switch (args[i]) {
                 case "--out" -> dir = i + 1 < args.length ? Path.of(args[++i]) : null;
                 case "--base" -> base = i + 1 < args.length ? args[++i] : null;
                 case "--verbose", "-v" -> verbose = true;
+                case "--render-size" -> {
+                    if (i + 1 < args.length) {
+                        preprocessOptions.addAll(List.of("--render-size", args[++i]));
+                    }
+                }
                 case "-h", "--help" -> {
                     out.println(USAGE);
                     return 0;
@@ -59,7 +66,7 @@ public final class TrainCommand {
         }
         Path repo = repoRoot();
         LocalRunner runner = new LocalRunner(dir, base, List.of(repo.resolve("bin/trellis2-worker").toString()),
-                new Progress(out, verbose));
+                new Progress(out, verbose)).preprocessOptions(preprocessOptions);
         String requestId;
         try {
             requestId = runner.submit(request);

@@ -32,14 +32,22 @@ public final class Preparer {
     private final ObjectStore store;
     private final ArchiveOpener opener;
     private final String baseModel;
+    private final List<String> preprocessOptions;
 
     /**
-     * @param baseModel what the worker's {@code --base} gets: a Hugging Face repo id, a directory, or "tiny"
+     * @param baseModel         what the worker's {@code --base} gets: a Hugging Face repo id, a directory, or "tiny"
+     * @param preprocessOptions extra options for {@code trellis2-worker preprocess} (e.g. --render-size 256)
      */
-    public Preparer(ObjectStore store, ArchiveOpener opener, String baseModel) {
+    public Preparer(ObjectStore store, ArchiveOpener opener, String baseModel, List<String> preprocessOptions) {
         this.store = store;
         this.opener = opener;
         this.baseModel = baseModel == null || baseModel.isBlank() ? DEFAULT_BASE_MODEL : baseModel;
+        this.preprocessOptions = List.copyOf(preprocessOptions);
+    }
+
+    /** TRELLIS2_PREPROCESS_OPTIONS, split on spaces (the deployment's extra preprocess options). */
+    public static List<String> options(String text) {
+        return text == null || text.isBlank() ? List.of() : List.of(text.trim().split("\\s+"));
     }
 
     public Plan prepare(JsonNode event) throws IOException {
@@ -82,9 +90,11 @@ public final class Preparer {
         Plan.Job preprocess = null;
         if (needsPreprocess) {
             String report = store.uri(Keys.preprocessReport(requestId));
-            preprocess = new Plan.Job(jobName(requestId, "preprocess"), List.of(
+            List<String> command = new ArrayList<>(List.of(
                     "preprocess", "--input", inputUri, "--resolution", String.valueOf(request.resolution()),
-                    "--base", baseModel, "--output", datasetUri, "--report", report), datasetUri, report);
+                    "--base", baseModel, "--output", datasetUri, "--report", report));
+            command.addAll(preprocessOptions);
+            preprocess = new Plan.Job(jobName(requestId, "preprocess"), command, datasetUri, report);
         }
         List<Plan.Stage> stages = new ArrayList<>();
         for (Denoiser d : request.denoisers()) {

@@ -28,7 +28,8 @@ public class PrepareHandler implements RequestHandler<JsonNode, JsonNode> {
         if (preparer == null) {
             Services services = Services.fromEnvironment();
             preparer = new Preparer(new S3ObjectStore(services.s3(), services.config().requestsBucket()),
-                    new ArchiveOpener(services.s3(), services.http()), System.getenv("TRELLIS2_BASE_MODEL"));
+                    new ArchiveOpener(services.s3(), services.http()), System.getenv("TRELLIS2_BASE_MODEL"),
+                    Preparer.options(System.getenv("TRELLIS2_PREPROCESS_OPTIONS")));
         }
         return preparer;
     }

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import multiprocessing as mp
-import os
 import resource
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -16,7 +15,7 @@ from pathlib import Path
 
 from ..errors import InputError, one_line
 
-RESOLUTIONS = (256, 512, 1024)
+RESOLUTIONS = (256, 512, 1024)  # what TRELLIS.2 trains on; smaller powers of two are accepted for quick looks
 
 
 def register(subparsers) -> None:
@@ -35,9 +34,10 @@ def _parse_resolutions(text: str) -> list[int]:
         res = sorted({int(x) for x in str(text).split(",") if x.strip()}, reverse=True)
     except ValueError:
         raise InputError(f"--resolution must be integers, got {text!r}") from None
-    bad = [r for r in res if r not in RESOLUTIONS]
+    bad = [r for r in res if r < 16 or r > 1024 or r & (r - 1)]
     if not res or bad:
-        raise InputError(f"--resolution must be among {RESOLUTIONS}, got {text!r}")
+        raise InputError(f"--resolution must be powers of two from 16 to 1024 (TRELLIS.2 uses {RESOLUTIONS}), "
+                         f"got {text!r}")
     return res
 
 

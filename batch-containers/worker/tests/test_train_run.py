@@ -214,3 +214,19 @@ def test_bad_input_ends_with_exit_code_2_and_an_error_report(dataset, tmp_path, 
     assert not (tmp_path / "texture.safetensors").exists()
     if problem == "other_encoders":
         assert "encoded with other shape_slat_encoder weights" in error
+
+
+def test_running_out_of_memory_is_reported_as_a_retryable_failure_and_saves_nothing(base, dataset, tmp_path,
+                                                                                   monkeypatch):
+    from trellis2_worker.errors import WorkerError
+    from trellis2_worker.train import trainer
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(trainer.Denoise, "loss", oom)
+    with pytest.raises(WorkerError, match="out of memory training geometry") as err:
+        train(request(dataset, tmp_path, training_steps=2), base=base)
+    assert err.value.exit_code == 1 and "max-tokens-per-micro-batch" in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+    assert not any("lora" in n for n, _ in base.load("shape_slat_flow_model_512").named_parameters())

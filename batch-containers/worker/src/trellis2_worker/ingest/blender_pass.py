@@ -437,6 +437,21 @@ def _try_gpu(bpy, scene) -> None:
         pass
 
 
+def _unlink_missing_images(bpy) -> None:
+    """Cycles paints an image texture whose file is missing in magenta; the dump skipped those textures and kept
+    the factors, so let the renders show the factors too."""
+    for mat in bpy.data.materials:
+        if not mat.use_nodes or mat.node_tree is None:
+            continue
+        tree = mat.node_tree
+        for node in tree.nodes:
+            if node.type == "TEX_IMAGE" and (node.image is None or not node.image.has_data and
+                                             tuple(node.image.size) == (0, 0)):
+                for output in node.outputs:
+                    for link in list(output.links):
+                        tree.links.remove(link)
+
+
 def render_views(bpy, out_dir: Path, views: list[dict], seed: int, scale: float, offset, size, samples,
                  threads, denoise: str = "accurate") -> None:
     from mathutils import Vector
@@ -446,6 +461,7 @@ def render_views(bpy, out_dir: Path, views: list[dict], seed: int, scale: float,
     # Lights and cameras that came with the file would fight the reference lighting rig.
     for obj in [o for o in bpy.context.scene.objects if o.type in ("LIGHT", "CAMERA")]:
         bpy.data.objects.remove(obj, do_unlink=True)
+    _unlink_missing_images(bpy)
     _setup_render(bpy, size, samples, threads, denoise)
     scene = bpy.context.scene
 

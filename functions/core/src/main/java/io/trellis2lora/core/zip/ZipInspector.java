@@ -121,8 +121,8 @@ public final class ZipInspector {
     }
 
     /** One central-directory record, with ZIP64 sizes resolved. */
-    record Entry(String name, int madeBy, int flags, int method, long compressedSize, long uncompressedSize,
-            long externalAttributes, long localHeaderOffset) {
+    record Entry(String name, int nameLength, int madeBy, int flags, int method, long compressedSize,
+            long uncompressedSize, long externalAttributes, long localHeaderOffset) {
 
         boolean isSymlink() {
             int host = madeBy >>> 8;
@@ -181,7 +181,7 @@ public final class ZipInspector {
         if (uncomp < 0 || comp < 0 || offset < 0) {
             throw corrupt("entry '" + name + "' has an impossible size or offset");
         }
-        return new Entry(name, madeBy, flags, method, comp, uncomp, external, offset);
+        return new Entry(name, nameLen, madeBy, flags, method, comp, uncomp, external, offset);
     }
 
     /** Accumulates the per-entry verdicts so that every unsafe entry is named in one refusal. */
@@ -215,8 +215,8 @@ public final class ZipInspector {
             if (base.equals(PREPARED_DATASET)) {
                 // At the root, or under one top folder (a zipped dataset directory).
                 if (name.split("/").length <= 2 && (prepared == null || name.length() < prepared.name().length())) {
-                    prepared = new Entry(name, e.madeBy(), e.flags(), e.method(), e.compressedSize(),
-                            e.uncompressedSize(), e.externalAttributes(), e.localHeaderOffset());
+                    prepared = new Entry(name, e.nameLength(), e.madeBy(), e.flags(), e.method(),
+                            e.compressedSize(), e.uncompressedSize(), e.externalAttributes(), e.localHeaderOffset());
                 } else {
                     preparedElsewhere.add(name);
                 }
@@ -305,15 +305,26 @@ public final class ZipInspector {
         if (e.compressedSize() > MAX_PREPARED_JSON || e.uncompressedSize() > MAX_PREPARED_JSON) {
             throw new InputRefusedException(e.name() + " is over 64 MB; not a prepared_dataset.json this tool wrote");
         }
-        ByteBuffer loc = le(src.read(e.localHeaderOffset(), 30));
+        // One ranged read for header and data: the local name is as long as the central one, and its extra
+        // field is rarely over 1 KiB; a longer one costs a second read.
+        long start = e.localHeaderOffset();
+        int guess = (int) Math.min(src.size() - start, 30L + e.nameLength() + 1024 + e.compressedSize());
+        if (guess < 30) {
+            throw corrupt("no local header for " + e.name() + " where the central directory points");
+        }
+        byte[] head = src.read(start, guess);
+        ByteBuffer loc = le(head);
         if (loc.getInt(0) != LOC_SIG) {
             throw corrupt("no local header for " + e.name() + " where the central directory points");
         }
-        long dataStart = e.localHeaderOffset() + 30 + u16(loc, 26) + u16(loc, 28);
+        int skip = 30 + u16(loc, 26) + u16(loc, 28);
+        long dataStart = start + skip;
         if (dataStart + e.compressedSize() > src.size()) {
             throw corrupt(e.name() + " runs past the end of the file (truncated?)");
         }
-        byte[] raw = src.read(dataStart, (int) e.compressedSize());
+        byte[] raw = skip + e.compressedSize() <= head.length
+                ? java.util.Arrays.copyOfRange(head, skip, skip + (int) e.compressedSize())
+                : src.read(dataStart, (int) e.compressedSize());
         byte[] json = switch (e.method()) {
             case 0 -> raw;
             case 8 -> inflate(raw, e);

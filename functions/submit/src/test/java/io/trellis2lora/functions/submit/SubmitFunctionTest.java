@@ -161,6 +161,9 @@ class SubmitFunctionTest {
                 Base64.getEncoder().encodeToString(body.getBytes(StandardCharsets.UTF_8)), Map.of(), null);
         event.put("isBase64Encoded", true);
         assertEquals(202, fn.handleRequest(event, null).get("statusCode"));
+        Map<String, Object> broken = TestServices.event("POST", "not base64 !!", Map.of(), null);
+        broken.put("isBase64Encoded", true);
+        assertEquals(400, fn.handleRequest(broken, null).get("statusCode"));
         // HTTP API payload 2.0 carries the method under requestContext.http and no stage prefix for $default.
         Map<String, Object> v2 = new java.util.HashMap<>(Map.of("version", "2.0", "body", body,
                 "headers", Map.of("host", "api.example.org"),

@@ -55,6 +55,12 @@ public final class DirectoryObjectStore implements ObjectStore {
         Path tmp = Files.createTempFile(target.getParent(), ".tmp-", "");
         Files.write(tmp, data);
         try {
+            // Temporary files are private; what is stored here is the user's, readable as any file they make.
+            Files.setPosixFilePermissions(tmp, java.nio.file.attribute.PosixFilePermissions.fromString("rw-r--r--"));
+        } catch (UnsupportedOperationException e) {
+            // not a POSIX file system
+        }
+        try {
             Files.move(tmp, target, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
         } catch (AtomicMoveNotSupportedException e) {
             Files.move(tmp, target, StandardCopyOption.REPLACE_EXISTING);

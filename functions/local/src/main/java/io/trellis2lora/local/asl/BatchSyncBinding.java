@@ -95,6 +95,8 @@ public final class BatchSyncBinding implements TaskBinding {
 
     private Attempt runOnce(TaskCall call, List<String> command, long attemptSeconds) throws InterruptedException, AslError {
         ProcessBuilder builder = new ProcessBuilder(command).redirectErrorStream(true);
+        // Progress is shown as it happens, not when a pipe buffer fills.
+        builder.environment().put("PYTHONUNBUFFERED", "1");
         if (workingDirectory != null) {
             builder.directory(workingDirectory.toFile());
         }

@@ -6,7 +6,7 @@
 - Submanifold sparse conv throughput (64 -> 64 channels) at 100k voxels, forward (and forward+backward).
 
 Run:  PYTHONPATH=batch-containers/worker/src python bench/models_bench.py [--device cuda] [--tokens 8192]
-Defaults are small enough for a 2-core CPU (a few minutes); on a GPU use realistic counts, e.g.
+Defaults are small enough for a 2-core CPU (64 tokens, fp32); on a GPU use realistic counts, e.g.
 --models ss,shape,tex --tokens 8192 --batch 2.
 """
 
@@ -64,7 +64,10 @@ def bench_flow(name, args, device):
     from peft import LoraConfig, inject_adapter_in_model
 
     t0 = time.perf_counter()
-    model = build_model(CONFIGS[name], device="meta").to_empty(device=device)
+    cfg = {"name": CONFIGS[name]["name"], "args": dict(CONFIGS[name]["args"])}
+    if args.precision == "fp32":
+        cfg["args"]["dtype"] = "float32"
+    model = build_model(cfg, device="meta").to_empty(device=device)
     if hasattr(model, "reset_buffers"):
         model.reset_buffers()
     with torch.no_grad():  # random weights; timing does not depend on values
@@ -96,7 +99,7 @@ def bench_flow(name, args, device):
     for i in range(args.warmup + args.repeat):
         sync(device)
         s = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16-autocast"):
             out = run()
         loss(out).backward()
         sync(device)
@@ -104,7 +107,7 @@ def bench_flow(name, args, device):
             times.append(time.perf_counter() - s)
         model.zero_grad(set_to_none=True)
     return {"model": name, "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
-            "tokens": tokens, "batch": B, "cond_tokens": args.cond_tokens, "lora_rank": args.rank,
+            "tokens": tokens, "batch": B, "precision": args.precision, "cond_tokens": args.cond_tokens, "lora_rank": args.rank,
             "grad_checkpointing": args.checkpoint, "build_s": round(build_s, 1),
             "fwd_bwd_s": round(min(times), 3), "fwd_bwd_s_all": [round(x, 3) for x in times],
             "tokens_per_s": round(tokens / min(times), 1), "peak_mem_MiB": round(peak_memory_mb(device))}
@@ -159,17 +162,23 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=None)
     ap.add_argument("--conv-voxels", type=int, default=100_000)
     ap.add_argument("--conv-channels", type=int, default=64)
+    ap.add_argument("--precision", choices=["bf16-autocast", "fp32"], default=None,
+                    help="bf16 block weights + bf16 autocast (training, default on CUDA) or fp32 (default on CPU, "
+                         "whose bf16 matmuls are slow)")
     ap.add_argument("--skip-flows", action="store_true")
+    ap.add_argument("--skip-conv", action="store_true")
     args = ap.parse_args()
     device = torch.device(args.device)
     cpu = device.type == "cpu"
-    args.tokens = args.tokens or (128 if cpu else 8192)
+    args.tokens = args.tokens or (64 if cpu else 8192)
+    args.precision = args.precision or ("fp32" if cpu else "bf16-autocast")
     args.warmup = args.warmup if args.warmup is not None else (0 if cpu else 1)
     models = (args.models or ("shape" if cpu else "ss,shape,tex")).split(",")
     info = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
             "torch": torch.__version__}
     print(json.dumps(info))
-    print(json.dumps({"sparse_conv": bench_conv(args, device)}))
+    if not args.skip_conv:
+        print(json.dumps({"sparse_conv": bench_conv(args, device)}), flush=True)
     if not args.skip_flows:
         for name in models:
             print(json.dumps({"flow": bench_flow(name, args, device)}), flush=True)

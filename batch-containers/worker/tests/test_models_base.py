@@ -152,3 +152,36 @@ def test_rope_phases_may_be_absent_and_are_recomputed(tiny):
     fresh = load_checkpoint(*tiny.files("sparse_structure_flow_model"))
     assert torch.equal(model.rope_phases, fresh.rope_phases)
     assert model.rope_phases.shape == (4096, 16) and model.rope_phases[:, -1].eq(1).all()
+
+
+def test_a_hub_base_resolves_files_like_the_reference(tiny, tmp_path, monkeypatch):
+    """Offline stand-in for the hub: the base repo holds pipeline.json and ckpts/, the SS VAE is only found through
+    the fallback into microsoft/TRELLIS-image-large, and the token reaches every download."""
+    import huggingface_hub
+
+    hub = tmp_path / "hub"
+    shutil.copytree(tiny.root, hub / "microsoft/TRELLIS.2-4B", ignore=shutil.ignore_patterns("microsoft"))
+    shutil.copytree(tiny.root / "microsoft/TRELLIS-image-large", hub / "microsoft/TRELLIS-image-large")
+    calls = []
+
+    def fake_download(repo_id, filename, token=None, **kw):
+        calls.append((repo_id, filename, token))
+        path = hub / repo_id / filename
+        if not path.is_file():
+            raise FileNotFoundError(f"404 {repo_id}/{filename}")
+        return str(path)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    base = load_base("microsoft/TRELLIS.2-4B", token="secret-token")
+    assert base.model_id == "microsoft/TRELLIS.2-4B"
+    dec = base.load("sparse_structure_decoder")
+    assert type(dec).__name__ == "SparseStructureDecoder"
+    assert ("microsoft/TRELLIS.2-4B", "microsoft/TRELLIS-image-large/ckpts/ss_dec_conv3d_16l8_fp16.json",
+            "secret-token") in calls
+    assert ("microsoft/TRELLIS-image-large", "ckpts/ss_dec_conv3d_16l8_fp16.safetensors", "secret-token") in calls
+    assert base.checkpoint_sha256("shape_slat_encoder") == tiny.checkpoint_sha256("shape_slat_encoder")
+    assert all(tok == "secret-token" for _, _, tok in calls)
+    missing = base.pipeline["args"]["models"]
+    missing["tex_slat_decoder"] = "ckpts/not_there"
+    with pytest.raises(FileNotFoundError, match="not_there"):
+        base.load("tex_slat_decoder")

@@ -272,3 +272,19 @@ def test_lora_wraps_every_spec_target_including_the_sparse_input_layer():
     assert trained and all("lora_" in k for k in trained)
     assert any(k.startswith("input_layer.lora_A") for k in trained)
     assert any(k.startswith("blocks.1.cross_attn.to_kv.lora_B") for k in trained)
+
+
+def test_ss_flow_survives_a_cast_of_the_whole_module():
+    args = dict(resolution=4, in_channels=8, out_channels=8, model_channels=32, cond_channels=16, num_blocks=1,
+                num_heads=1, mlp_ratio=2.0, pe_mode="rope", share_mod=True, qk_rms_norm=True, qk_rms_norm_cross=True)
+    torch.manual_seed(0)
+    model = build_model({"name": "SparseStructureFlowModel", "args": args}).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.1)
+    x, t, cond = torch.randn(1, 8, 4, 4, 4), torch.tensor([300.0]), torch.randn(1, 3, 16)
+    with torch.no_grad():
+        ref = model(x, t, cond)
+        with pytest.warns(UserWarning):
+            model.to(torch.float32)  # casts the complex RoPE buffer to real
+        assert torch.allclose(model(x, t, cond), ref, atol=1e-6)

@@ -141,8 +141,11 @@ class SparseStructureFlowModel(_FlowBase):
         mod = self._modulation(t)
         h = manual_cast(h, self.dtype)
         cond = manual_cast(cond, self.dtype)
+        phases = self.rope_phases
+        if not phases.is_complex():  # Module.to(real dtype) drops the imaginary part of complex buffers
+            phases = self._make_rope_phases().to(h.device)
         for block in self.blocks:
-            h = block(h, mod, cond, self.rope_phases)
+            h = block(h, mod, cond, phases)
         h = manual_cast(h, x.dtype)
         h = F.layer_norm(h, h.shape[-1:])
         h = self.out_layer(h)

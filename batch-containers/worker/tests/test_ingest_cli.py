@@ -75,9 +75,11 @@ def test_when_no_asset_survives_the_step_fails_with_exit_2_and_reasons(tmp_path)
     with zipfile.ZipFile(tmp_path / "bad.zip", "w") as zf:
         zf.writestr("points.obj", "v 0 0 0\nv 1 0 0\nv 0 1 0\n")
         zf.writestr("box.fbx", "; FBX 7.4.0 project file\n")
-    run = _worker("ingest", "--input", str(tmp_path / "bad.zip"), "--out", str(tmp_path / "out"), "--no-render",
-                  "--report", str(tmp_path / "report.json"))
-    assert run.returncode == 2, run.stderr
+    from trellis2_worker.cli import main  # in-process: the subprocess start-up is already covered above
+
+    code = main(["ingest", "--input", str(tmp_path / "bad.zip"), "--out", str(tmp_path / "out"), "--no-render",
+                 "--report", str(tmp_path / "report.json")])
+    assert code == 2
     assert "none of the 2 objects" in json.loads((tmp_path / "report.json").read_text())["error"]
     report = json.loads((tmp_path / "out" / "ingest_report.json").read_text())
     reasons = {f["file"]: f["reason"] for f in report["failed"]}

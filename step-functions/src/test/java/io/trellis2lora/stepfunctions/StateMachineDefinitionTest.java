@@ -25,7 +25,7 @@ import java.util.TreeMap;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import software.amazon.awssdk.services.sfn.SfnClient;
-import software.amazon.awssdk.services.sfn.model.InvalidDefinitionException;
+import software.amazon.awssdk.services.sfn.model.SfnException;
 
 /** The definition against the States Language rules, and against what the infrastructure and the local runner expect. */
 class StateMachineDefinitionTest {
@@ -88,9 +88,18 @@ class StateMachineDefinitionTest {
         try (SfnClient sfn = Moto.sfn()) {
             String arn = Moto.newStateMachine(sfn, substituted(definition()));
             assertTrue(arn.contains(":stateMachine:"));
-            String broken = substituted(definition()).replace("\"Next\": \"PreprocessOrCached\"", "\"Next\": \"Nowhere\"")
-                    .replace("\"Default\": \"Train\"", "\"Default\": \"Nowhere\"");
-            assertThrows(InvalidDefinitionException.class, () -> Moto.newStateMachine(sfn, broken));
+            // The check can fail: an unknown state type, a number where a path belongs.
+            String badType = substituted(definition()).replace("\"Type\": \"Choice\"", "\"Type\": \"Choise\"");
+            String badPath = substituted(definition()).replace("\"MaxConcurrencyPath\": \"$.prepared.stage_count\"",
+                    "\"MaxConcurrencyPath\": 3");
+            assertNotEquals(substituted(definition()), badType);
+            assertNotEquals(substituted(definition()), badPath);
+            for (String bad : List.of(badType, badPath)) {
+                // moto answers 400 with the parser's message (real Step Functions: InvalidDefinition).
+                SfnException e = assertThrows(SfnException.class, () -> Moto.newStateMachine(sfn, bad));
+                assertEquals(400, e.statusCode());
+                assertTrue(e.getMessage().contains("ASLParserException"), e.getMessage());
+            }
         }
     }
 

@@ -100,9 +100,10 @@ def test_a_blender_pass_over_its_time_limit_is_stopped_and_reported(tmp_path):
 def test_a_blender_pass_over_its_memory_cap_fails_with_that_reason(tmp_path):
     make_samples(tmp_path / "s.zip", count=1)
     with pytest.raises(Exception, match="none of the 1 objects"):
-        ingest(str(tmp_path / "s.zip"), tmp_path / "out", render=False, memory_mb=300, progress=False)
+        # 150 MB is too little even to load Blender's libraries.
+        ingest(str(tmp_path / "s.zip"), tmp_path / "out", render=False, memory_mb=150, progress=False)
     report = json.loads((tmp_path / "out" / "ingest_report.json").read_text())
-    assert "out of memory (cap 300 MB)" in report["failed"][0]["reason"]
+    assert report["failed"][0]["reason"].startswith("out of memory (cap 150 MB)")
 
 
 _MAKE_BLEND = """

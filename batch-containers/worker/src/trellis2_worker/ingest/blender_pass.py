@@ -5,7 +5,7 @@ material dump (§1.4-1.5, in the npz/json/png layout of the ingest contract) and
 Its outcome goes to `--result` as JSON: `{"ok": true, counts...}` or `{"ok": false, "reason": "<one line>"}`.
 
 One process per asset because bpy keeps global state, leaks memory across files, and a bad file can crash or hang
-it; the parent enforces the timeout, and this process caps its own address space before bpy is loaded.
+it; the parent enforces the timeout, and this process caps its own memory before bpy is loaded.
 """
 
 from __future__ import annotations
@@ -596,8 +596,10 @@ def main(argv=None) -> int:
     parser.add_argument("--result", required=True)
     args = parser.parse_args(argv)
     if args.memory_mb > 0:
+        # RLIMIT_DATA (heap and private writable mappings), not RLIMIT_AS: GPU drivers reserve large inaccessible
+        # address ranges that an address-space cap would refuse, and those are not memory in use.
         cap = args.memory_mb * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+        resource.setrlimit(resource.RLIMIT_DATA, (cap, cap))
     try:
         result = run(args)
         code = 0
@@ -607,10 +609,10 @@ def main(argv=None) -> int:
         result, code = {"ok": False, "reason": f"out of memory (cap {args.memory_mb} MB)"}, 3
     except Exception as exc:  # noqa: BLE001 - any Blender/bpy failure is this asset's failure, with its reason
         traceback.print_exc()
-        message = " ".join(str(exc).split())
-        if args.memory_mb > 0 and ("failed to map" in message or "Cannot allocate memory" in message):
+        message = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        if args.memory_mb > 0 and any(s in message for s in ("failed to map", "cannot map", "Cannot allocate")):
             message = f"out of memory (cap {args.memory_mb} MB): {message}"
-        result = {"ok": False, "reason": f"{type(exc).__name__}: {message[:300]}"}
+        result = {"ok": False, "reason": message[:300]}
         code = 3
     Path(args.result).write_text(json.dumps(result))
     sys.stdout.flush()

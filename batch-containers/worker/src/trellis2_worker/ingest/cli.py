@@ -21,7 +21,7 @@ def register(subparsers) -> None:
                    help="OpenImageDenoise quality for the renders (accurate = the reference's)")
     p.add_argument("--workers", type=int, default=1, help="Blender processes run at once")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds allowed per asset")
-    p.add_argument("--memory-mb", type=int, default=0, help="address-space cap per Blender process (0: automatic)")
+    p.add_argument("--memory-mb", type=int, default=0, help="memory (data) cap per Blender process (0: automatic)")
     p.add_argument("--no-render", action="store_true", help="dump meshes and materials only")
     p.add_argument("--report", default=None, help="also write the report JSON here (local path or s3://)")
     p.set_defaults(func=run_ingest)

@@ -38,7 +38,7 @@ METADATA_COLUMNS = [
 
 
 def default_memory_mb(workers: int) -> int:
-    """Address-space cap per Blender process: a fair share of this machine's memory, at least 4 GB."""
+    """Memory cap per Blender process: a fair share of this machine's memory, at least 4 GB."""
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
     except (ValueError, OSError):
@@ -59,6 +59,11 @@ def _resolve_input(uri: str, workdir: Path, max_archive_bytes: int, max_uncompre
         return local.parent, [local.name], True  # its folder's other files are only its resources
     raise InputError(f"input is neither a zip archive, a directory nor a 3D file ({', '.join(SUPPORTED_FORMATS)}): "
                      f"{uri}")
+
+
+# What running into the cap looks like in the log (thread stacks count too: EAGAIN from std::thread).
+_OOM_MARKS = ("bad_alloc", "MemoryError", "Cannot allocate", "cannot map", "failed to map", "out of memory",
+              "Resource temporarily unavailable")
 
 
 def run_blender_pass(asset: Asset, dump_dir: Path, render_dir: Path | None, *, render_size: int,
@@ -94,11 +99,14 @@ def run_blender_pass(asset: Asset, dump_dir: Path, render_dir: Path | None, *, r
         result = json.loads(result_path.read_text())
         result["seconds"] = round(seconds, 3)
         return result
+    log_text = log_path.read_text(errors="replace")
     if code < 0:
         sig = signal.Signals(-code).name
+        if any(s in log_text for s in _OOM_MARKS):
+            return {"ok": False, "reason": f"out of memory (cap {memory_mb} MB): Blender crashed with {sig}"}
         hint = f" (likely out of memory, cap {memory_mb} MB)" if -code == signal.SIGKILL else ""
         return {"ok": False, "reason": f"Blender crashed with {sig}{hint}"}
-    tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or [""]
+    tail = log_text.strip().splitlines()[-1:] or [""]
     return {"ok": False, "reason": f"Blender exited with code {code}: {tail[0][:200]}"}
 
 

@@ -288,3 +288,10 @@ def test_ss_flow_survives_a_cast_of_the_whole_module():
         with pytest.warns(UserWarning):
             model.to(torch.float32)  # casts the complex RoPE buffer to real
         assert torch.allclose(model(x, t, cond), ref, atol=1e-6)
+
+
+def test_rows_of_one_object_must_be_contiguous():
+    model = small_flow().eval()
+    coords = torch.tensor([[0, 1, 1, 1], [1, 2, 2, 2], [0, 3, 3, 3]], dtype=torch.int32)
+    with pytest.raises(ValueError, match="grouped by batch index"):
+        model(SparseTensor(torch.randn(3, 8), coords), torch.tensor([1.0, 2.0]), torch.randn(2, 4, 16))

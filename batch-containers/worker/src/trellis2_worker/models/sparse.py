@@ -59,7 +59,11 @@ class SparseTensor:
     def counts(self) -> list[int]:
         """Rows per batch item (the varlen layout)."""
         if "counts" not in self.cache:
-            c = torch.bincount(self.coords[:, 0].long(), minlength=self.batch_size)
+            b = self.coords[:, 0]
+            if b.numel() > 1 and bool((b[1:] < b[:-1]).any()):
+                # Per-object attention splits rows by count, so each object's rows must be contiguous, in order.
+                raise ValueError("SparseTensor rows must be grouped by batch index in ascending order")
+            c = torch.bincount(b.long(), minlength=self.batch_size)
             self.cache["counts"] = c.tolist()
         return self.cache["counts"]
 

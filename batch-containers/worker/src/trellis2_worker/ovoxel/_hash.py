@@ -11,7 +11,7 @@ import numpy as np
 _MULT = np.uint64(0x9E3779B97F4A7C15)
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True)
 def ht_slot(keys, key):
     """Slot holding `key`, or the empty slot where it would go (keys are ≥ 0, empty = -1)."""
     mask = keys.shape[0] - 1

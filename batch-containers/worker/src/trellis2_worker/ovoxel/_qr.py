@@ -15,7 +15,7 @@ _EPS = np.float32(np.finfo(np.float32).eps)
 _TINY = np.float32(np.finfo(np.float32).tiny)
 
 
-@nb.njit(cache=True, inline="always", error_model="numpy")
+@nb.njit(cache=True, error_model="numpy")
 def _seq_sqnorm(a, col, start, n):
     # dynamic-size reduction: left to right
     s = a[start, col] * a[start, col]

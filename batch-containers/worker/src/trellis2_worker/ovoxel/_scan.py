@@ -10,7 +10,7 @@ import numba as nb
 import numpy as np
 
 
-@nb.njit(cache=True, inline="always", error_model="numpy")
+@nb.njit(cache=True, error_model="numpy")
 def _lerp(a, b, t, va, vb):
     if a == b:
         return va
@@ -18,7 +18,7 @@ def _lerp(a, b, t, va, vb):
     return (1.0 - alpha) * va + alpha * vb
 
 
-@nb.njit(cache=True, inline="always", error_model="numpy")
+@nb.njit(cache=True, error_model="numpy")
 def _clampi(v, lo, hi):
     return lo if v < lo else (hi if v > hi else v)
 

@@ -20,13 +20,13 @@ UNIT_AABB = ((-0.5, -0.5, -0.5), (0.5, 0.5, 0.5))
 _QI = np.array([[0, 1, 2, 3], [1, 4, 5, 6], [2, 5, 7, 8], [3, 6, 8, 9]], dtype=np.int64)
 
 
-@nb.njit(cache=True, inline="always", error_model="numpy")
+@nb.njit(cache=True, error_model="numpy")
 def dot3(a0, a1, a2, b0, b1, b2):
     """3-term dot product summed as Eigen's unrolled reduction does: a0*b0 + (a1*b1 + a2*b2)."""
     return a0 * b0 + (a1 * b1 + a2 * b2)
 
 
-@nb.njit(cache=True, inline="always", error_model="numpy")
+@nb.njit(cache=True, error_model="numpy")
 def _plane_q(v0, v1, v2, q):
     """Plane quadric of the triangle (float32, normal = normalize((v1-v0) x (v2-v1)))."""
     e0x, e0y, e0z = v1[0] - v0[0], v1[1] - v0[1], v1[2] - v0[2]
@@ -278,7 +278,7 @@ def _boundary_pass(segs, res, h32, weight, keys, vals, qef):
             tmax[ax] += tdelta[ax]
 
 
-@nb.njit(cache=True, inline="always", error_model="numpy")
+@nb.njit(cache=True, error_model="numpy")
 def _energy(Q, p0, p1, p2):
     """[p;1]ᵀ Q [p;1] in float32: row r = pᵀQ, then r·p, 4-term sums paired as SSE reductions do."""
     p = (p0, p1, p2, F32(1.0))

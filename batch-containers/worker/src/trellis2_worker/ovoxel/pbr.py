@@ -139,7 +139,7 @@ def prepare_materials(materials: list[dict], load_image) -> tuple:
     return factors, alpha, tex_ids, data, tex, lv
 
 
-@nb.njit(cache=True, inline="always", error_model="numpy")
+@nb.njit(cache=True, error_model="numpy")
 def _wrap(x, W, mode):
     if mode == 1:
         return 0 if x < 0 else (W - 1 if x > W - 1 else x)

@@ -268,3 +268,19 @@ def test_real_asset_duck_round_trips_with_plausible_colours(shared_dir, tmp_path
     assert mean < 1 / res
     rgb = attrs["base_color"].astype(float).mean(0)
     assert rgb[0] > 1.5 * rgb[2] and rgb[1] > 1.2 * rgb[2]          # a yellow duck
+
+
+def test_extraction_follows_split_weights_and_drops_incomplete_quads():
+    # four voxels around one z edge -> one quad; a fifth, flagged, voxel without neighbours -> nothing
+    coords = np.array([[0, 0, 0], [0, 1, 0], [1, 1, 0], [1, 0, 0], [5, 5, 5]])
+    local = np.full((5, 3), 0.5, np.float32)
+    inter = np.zeros((5, 3), bool)
+    inter[0, 2] = inter[4, 2] = True
+    v, f = flexible_dual_grid_to_mesh(coords, local, inter, 8)
+    assert f.tolist() == [[0, 1, 2], [0, 2, 3]]                        # default: diagonal 0-2
+    np.testing.assert_allclose(v[0], (np.array([0.5, 0.5, 0.5]) / 8) - 0.5)
+    w = np.array([1, 3, 1, 3, 1], np.float32)                          # w0*w2 < w1*w3 -> diagonal 1-3
+    _, f = flexible_dual_grid_to_mesh(coords, local, inter, 8, split_weight=w)
+    assert f.tolist() == [[0, 1, 3], [3, 1, 2]]
+    _, f = flexible_dual_grid_to_mesh(coords, local, np.array([4, 0, 0, 0, 4], np.uint8), 8)  # stored bits form
+    assert len(f) == 2

@@ -9,7 +9,7 @@ about 180k triangles) and on real assets, plus the multi-worker speed-up.
 
 Each resolution runs in a fresh process so that its peak RSS is its own (numba kernels load from the on-disk cache
 first, untimed). Times are CPU seconds of the process (like the reference's clock() prints; robust on a shared
-machine), wall seconds in brackets; write = both files (lzma compresses streams on up to min(cores, 4) threads, so
+machine), wall seconds in brackets; write = both files (lzma compresses streams on up to 2 threads, so
 its CPU time adds the threads up). Reference converter (C++, single-threaded, same class of 2-core machine, spec §12):
 256: 0.9 s + 0.7 s, write 1.9 s, read 0.15 s; 512: 3.7 s + 3.3 s, write 9 s, read 0.36 s, peak 0.55 GB (dual grid);
 1024: 18.7 s + 11.6 s, write 63 s, read 1.15 s, peak 1.3 GB (dual grid).

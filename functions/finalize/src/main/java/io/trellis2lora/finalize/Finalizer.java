@@ -198,7 +198,7 @@ public final class Finalizer {
 
     /** requests/&lt;id&gt;/webhook.json {"url": ...}, written at submit when fal_webhook was given. */
     public static String webhookKey(String requestId) {
-        return StorageLayout.requestPrefix(requestId) + "webhook.json";
+        return Keys.webhook(requestId);
     }
 
     static Optional<String> webhookUrl(ObjectStore store, String requestId) throws IOException {

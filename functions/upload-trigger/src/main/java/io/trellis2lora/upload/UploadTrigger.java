@@ -14,6 +14,7 @@ import io.trellis2lora.core.storage.StorageLayout;
 import io.trellis2lora.core.validation.RequestValidator;
 import io.trellis2lora.core.zip.ArchiveOpener;
 import io.trellis2lora.core.zip.S3Stager;
+import io.trellis2lora.orchestration.Keys;
 import java.io.IOException;
 import java.net.URLDecoder;
 import java.nio.charset.StandardCharsets;
@@ -99,13 +100,19 @@ public final class UploadTrigger {
 
         // request.json is written before the execution starts: finding it means this (key, ETag) came before.
         boolean seen = exists(requestsBucket, requestKey);
+        java.util.concurrent.atomic.AtomicReference<String> webhook = new java.util.concurrent.atomic.AtomicReference<>();
         if (!seen) {
             StoredRequest stored;
             try {
-                stored = assess(bucket, key, name, requestId);
+                stored = assess(bucket, key, name, requestId, webhook);
             } catch (InputRefusedException e) {
                 reportError(bucket, name, key, etag, e.problems());
                 return new Outcome(key, Result.REFUSED, null, e.getMessage());
+            }
+            if (webhook.get() != null) {
+                String hook = Json.write(Map.of("url", webhook.get()));
+                s3.putObject(b -> b.bucket(requestsBucket).key(Keys.webhook(requestId)).contentType("application/json"),
+                        RequestBody.fromString(hook));
             }
             s3.putObject(b -> b.bucket(requestsBucket).key(requestKey).contentType("application/json"),
                     RequestBody.fromString(Json.pretty(stored)));
@@ -123,7 +130,8 @@ public final class UploadTrigger {
                 : new Outcome(key, Result.STARTED, requestId, null);
     }
 
-    private StoredRequest assess(String bucket, String key, String name, String requestId) throws IOException {
+    private StoredRequest assess(String bucket, String key, String name, String requestId,
+                                 java.util.concurrent.atomic.AtomicReference<String> webhook) throws IOException {
         String sidecarKey = name + ".json";
         ObjectNode body;
         byte[] sidecar = read(bucket, sidecarKey);
@@ -140,6 +148,15 @@ public final class UploadTrigger {
                 throw new InputRefusedException(sidecarKey + " must be a JSON object (the training request)");
             }
             body = (ObjectNode) parsed;
+        }
+        // fal_webhook (as on submit) is not part of the training request: kept aside for Finalize.
+        JsonNode hook = body.remove("fal_webhook");
+        if (hook != null) {
+            String url = hook.asText("");
+            if (!url.toLowerCase().startsWith("https://")) {
+                throw new InputRefusedException(sidecarKey + ": fal_webhook must be an https:// URL");
+            }
+            webhook.set(url);
         }
         String dataUrl = new S3Uri(bucket, key).toString();
         if (body.has("data_url") && !body.get("data_url").asText().equals(dataUrl)) {

@@ -78,7 +78,8 @@ class UploadTriggerTest {
     @Test
     void aZipWithItsSidecarStartsOneExecutionEvenWhenTheEventComesTwice() throws Exception {
         put("uploads/chairs set.json",
-                "{\"denoisers\": [\"geometry\", \"texture\"], \"training_steps\": 200, \"rank\": 16}".getBytes());
+                ("{\"denoisers\": [\"geometry\", \"texture\"], \"training_steps\": 200, \"rank\": 16,"
+                        + " \"fal_webhook\": \"https://hooks.example.com/done\"}").getBytes());
         String etag = put("uploads/chairs set.zip", zipOfRealAsset("one"));
         String event = s3Event("uploads/chairs set.zip", etag);
 
@@ -94,6 +95,9 @@ class UploadTriggerTest {
         assertEquals(200, stored.request().trainingSteps());
         assertEquals("s3://" + services.config().requestsBucket() + "/uploads/chairs set.zip", stored.request().dataUrl());
         assertEquals(1, stored.inspection().objects());
+        assertEquals("https://hooks.example.com/done", Json.MAPPER.readTree(services.s3().getObjectAsBytes(
+                b -> b.bucket(services.config().requestsBucket()).key(StorageLayout.requestPrefix(id) + "webhook.json"))
+                .asByteArray()).get("url").asText());
         JsonNode input = Json.MAPPER.readTree(services.sfn().describeExecution(
                 b -> b.executionArn(executions(id).get(0).executionArn())).input());
         assertEquals(id, input.get("request_id").asText());

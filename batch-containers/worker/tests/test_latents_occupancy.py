@@ -7,8 +7,7 @@ import pytest
 import trimesh
 
 from trellis2_worker.latents.occupancy import occupancy_grid, ss_occupancy
-from trellis2_worker.ovoxel.dump import normalize_unit_cube
-from trellis2_worker.ovoxel.fdg import mesh_to_flexible_dual_grid
+from trellis2_worker.ovoxel import mesh_to_flexible_dual_grid, normalize_unit_cube
 
 
 def _real_mesh(shared_dir, rel):

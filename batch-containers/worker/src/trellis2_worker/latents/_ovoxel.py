@@ -14,14 +14,14 @@ from trellis2_worker.latents.encode import EncodingError
 
 def load_normalised(dump_dir: Path):
     """The dump with the exact unit-cube normalisation applied (spec data §2)."""
-    from trellis2_worker.ovoxel.dump import load_dump, normalized_dump
+    from trellis2_worker.ovoxel import load_dump, normalized_dump
 
     return normalized_dump(load_dump(dump_dir))
 
 
 def dual_grid(dump, resolution: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(coords int32 (N,3), vertices uint8 (N,3), intersected uint8 (N,1)) as the reference writes them to `.vxz`."""
-    from trellis2_worker.ovoxel.fdg import dual_grid_attrs, mesh_to_flexible_dual_grid
+    from trellis2_worker.ovoxel import dual_grid_attrs, mesh_to_flexible_dual_grid
 
     coords, dual, inter = mesh_to_flexible_dual_grid(dump.vertices, dump.faces, resolution)
     attrs = dual_grid_attrs(coords, dual, inter, resolution)
@@ -30,8 +30,7 @@ def dual_grid(dump, resolution: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 def pbr_voxels(dump, resolution: int) -> tuple[np.ndarray, np.ndarray]:
     """(coords int32 (N,3), attrs uint8 (N,6) = base_color, metallic, roughness, alpha)."""
-    from trellis2_worker.ovoxel.dump import prepare_dump_materials
-    from trellis2_worker.ovoxel.pbr import voxelize_pbr
+    from trellis2_worker.ovoxel import prepare_dump_materials, voxelize_pbr
 
     mats, ids = prepare_dump_materials(dump.materials, dump.mat_ids)
     root = Path(dump.root) if dump.root is not None else None

@@ -4,9 +4,22 @@
 adapter on a flow model (refusing one made for another stage); `read_adapter_metadata(path)` reads its header.
 """
 
-from trellis2_worker.train.lora import TARGET_REGEX, attach_lora, load_adapter, read_adapter_metadata, save_adapter
-from trellis2_worker.train.recipe import STAGES, TARGET_MODULES
-from trellis2_worker.train.trainer import TrainingDiverged, TrainingInterrupted, TrainRequest, evaluate_adapter, train
+# Imported on first use (PEP 562): peft and torch take seconds to import, and every `trellis2-worker` command
+# loads this package's CLI, which needs only the recipe's constants.
+_EXPORTS = {
+    "TARGET_REGEX": "lora", "attach_lora": "lora", "load_adapter": "lora", "read_adapter_metadata": "lora",
+    "save_adapter": "lora", "STAGES": "recipe", "TARGET_MODULES": "recipe", "TrainingDiverged": "trainer",
+    "TrainingInterrupted": "trainer", "TrainRequest": "trainer", "evaluate_adapter": "trainer", "train": "trainer",
+}
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+
 
 __all__ = [
     "STAGES",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from trellis2_worker.train.recipe import BATCH_SIZE, RESOLUTIONS, STAGES
 
@@ -23,7 +24,10 @@ def register(subparsers) -> None:
     p.add_argument("--base", default="microsoft/TRELLIS.2-4B", help="HF repo id, local dir, or 'tiny'")
     p.add_argument("--output", required=True, help="where the adapter goes (URI ending in .safetensors)")
     p.add_argument("--report", help="where the JSON report goes (URI)")
-    p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="objects per optimiser step")
+    # The environment default lets a CPU try-out (bin/demo, the local runner's tests) take small steps without
+    # changing the worker command line that the state machine and the local runner share.
+    p.add_argument("--batch-size", type=int, default=int(os.environ.get("TRELLIS2_BATCH_SIZE", BATCH_SIZE)),
+                   help="objects per optimiser step (default: $TRELLIS2_BATCH_SIZE, else the reference's 8)")
     p.add_argument("--max-tokens-per-micro-batch", type=int, default=None,
                    help="memory budget: latent tokens per forward/backward (default: fits an 80 GB GPU)")
     p.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints")

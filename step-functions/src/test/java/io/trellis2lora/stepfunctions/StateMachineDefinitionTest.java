@@ -55,6 +55,18 @@ class StateMachineDefinitionTest {
     }
 
     @Test
+    void batchRetryStrategiesStayWithinWhatSubmitJobAccepts() throws IOException {
+        // AWS Batch refuses a SubmitJob whose retry strategy has more than 5 EvaluateOnExit entries.
+        List<JsonNode> strategies = MAPPER.readTree(definition()).findValues("RetryStrategy");
+        assertEquals(2, strategies.size(), "Preprocess and the training stage each carry one");
+        for (JsonNode strategy : strategies) {
+            JsonNode rules = strategy.get("EvaluateOnExit");
+            assertTrue(rules.size() <= 5, "at most 5 EvaluateOnExit entries, found " + rules.size());
+            assertEquals("EXIT", rules.get(rules.size() - 1).get("Action").asText(), "an unmatched failure is final");
+        }
+    }
+
+    @Test
     void everyPlaceholderIsKnownAndDocumented() throws IOException {
         Set<String> used = StateMachine.placeholders(definition());
         String readme = Files.readString(TestPaths.repo().resolve("step-functions/README.md"));

@@ -75,7 +75,11 @@ class LocalRunTest {
         out = Files.createDirectories(target.resolve("storage"));
         Path zip = target.resolve("assets.zip");
         try (ZipOutputStream z = new ZipOutputStream(Files.newOutputStream(zip))) {
-            for (String asset : List.of("trimesh/Duck.glb", "assimp/glTF2/BoxTextured-glTF-Binary/BoxTextured.glb")) {
+            // Two real objects with few latent tokens (a textured OBJ with its .mtl and images, and a PLY), so that
+            // 100 real CPU training steps per stage take minutes; the worker's own tests cover the larger assets.
+            for (String asset : List.of("assimp/OBJ/spider.obj", "assimp/OBJ/spider.mtl", "assimp/OBJ/SpiderTex.jpg",
+                    "assimp/OBJ/drkwood2.jpg", "assimp/OBJ/engineflare1.jpg", "assimp/OBJ/wal67ar_small.jpg",
+                    "assimp/OBJ/wal69ar_small.jpg", "assimp/PLY/float-color.ply")) {
                 z.putNextEntry(new ZipEntry("my assets/" + asset.substring(asset.lastIndexOf('/') + 1)));
                 z.write(Files.readAllBytes(TestPaths.realAssets().resolve(asset)));
                 z.closeEntry();

@@ -1,11 +1,10 @@
 package io.trellis2lora.orchestration;
 
+import io.trellis2lora.core.storage.S3Objects;
 import io.trellis2lora.core.storage.S3Uri;
 import java.util.Optional;
 import software.amazon.awssdk.core.sync.RequestBody;
 import software.amazon.awssdk.services.s3.S3Client;
-import software.amazon.awssdk.services.s3.model.NoSuchKeyException;
-import software.amazon.awssdk.services.s3.model.S3Exception;
 
 /** The requests bucket. */
 public final class S3ObjectStore implements ObjectStore {
@@ -41,16 +40,7 @@ public final class S3ObjectStore implements ObjectStore {
 
     @Override
     public Optional<byte[]> read(String key) {
-        try {
-            return Optional.of(s3.getObjectAsBytes(b -> b.bucket(bucket).key(key)).asByteArray());
-        } catch (NoSuchKeyException e) {
-            return Optional.empty();
-        } catch (S3Exception e) {
-            if (e.statusCode() == 404) {
-                return Optional.empty();
-            }
-            throw e;
-        }
+        return S3Objects.read(s3, bucket, key);
     }
 
     @Override
@@ -60,16 +50,7 @@ public final class S3ObjectStore implements ObjectStore {
 
     @Override
     public long size(String key) {
-        try {
-            return s3.headObject(b -> b.bucket(bucket).key(key)).contentLength();
-        } catch (NoSuchKeyException e) {
-            return -1;
-        } catch (S3Exception e) {
-            if (e.statusCode() == 404) {
-                return -1;
-            }
-            throw e;
-        }
+        return S3Objects.size(s3, bucket, key).orElse(-1);
     }
 
     @Override

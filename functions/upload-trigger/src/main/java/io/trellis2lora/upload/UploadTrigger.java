@@ -9,6 +9,7 @@ import io.trellis2lora.core.api.Assessment;
 import io.trellis2lora.core.api.StoredRequest;
 import io.trellis2lora.core.model.TrainingRequest;
 import io.trellis2lora.core.net.SafeHttp;
+import io.trellis2lora.core.storage.S3Objects;
 import io.trellis2lora.core.storage.S3Uri;
 import io.trellis2lora.core.storage.StorageLayout;
 import io.trellis2lora.core.validation.RequestValidator;
@@ -27,8 +28,6 @@ import java.util.List;
 import java.util.Map;
 import software.amazon.awssdk.core.sync.RequestBody;
 import software.amazon.awssdk.services.s3.S3Client;
-import software.amazon.awssdk.services.s3.model.NoSuchKeyException;
-import software.amazon.awssdk.services.s3.model.S3Exception;
 import software.amazon.awssdk.services.sfn.SfnClient;
 import software.amazon.awssdk.services.sfn.model.ExecutionAlreadyExistsException;
 
@@ -183,30 +182,11 @@ public final class UploadTrigger {
     }
 
     private boolean exists(String bucket, String key) {
-        try {
-            s3.headObject(b -> b.bucket(bucket).key(key));
-            return true;
-        } catch (NoSuchKeyException e) {
-            return false;
-        } catch (S3Exception e) {
-            if (e.statusCode() == 404) {
-                return false;
-            }
-            throw e;
-        }
+        return S3Objects.exists(s3, bucket, key);
     }
 
     private byte[] read(String bucket, String key) {
-        try {
-            return s3.getObjectAsBytes(b -> b.bucket(bucket).key(key)).asByteArray();
-        } catch (NoSuchKeyException e) {
-            return null;
-        } catch (S3Exception e) {
-            if (e.statusCode() == 404) {
-                return null;
-            }
-            throw e;
-        }
+        return S3Objects.read(s3, bucket, key).orElse(null);
     }
 
     private static String firstLine(String s) {

@@ -1,8 +1,7 @@
 package io.trellis2lora.core.api;
 
+import io.trellis2lora.core.storage.S3Objects;
 import io.trellis2lora.core.storage.StorageLayout;
-import software.amazon.awssdk.services.s3.model.NoSuchKeyException;
-import software.amazon.awssdk.services.s3.model.S3Exception;
 import software.amazon.awssdk.services.sfn.model.DescribeExecutionResponse;
 import software.amazon.awssdk.services.sfn.model.ExecutionDoesNotExistException;
 
@@ -21,18 +20,7 @@ final class ExecutionLookup {
     }
 
     static boolean requestStored(Services services, String requestId) {
-        try {
-            services.s3().headObject(b -> b.bucket(services.config().requestsBucket())
-                    .key(StorageLayout.requestJson(requestId)));
-            return true;
-        } catch (NoSuchKeyException e) {
-            return false;
-        } catch (S3Exception e) {
-            if (e.statusCode() == 404) {
-                return false;
-            }
-            throw e;
-        }
+        return S3Objects.exists(services.s3(), services.config().requestsBucket(), StorageLayout.requestJson(requestId));
     }
 
     static ApiResponse notFound(String requestId) {

@@ -2,10 +2,11 @@ package io.trellis2lora.core.api;
 
 import io.trellis2lora.core.model.FileRef;
 import io.trellis2lora.core.model.TrainingResult;
+import io.trellis2lora.core.storage.S3Objects;
 import io.trellis2lora.core.storage.S3Uri;
 import io.trellis2lora.core.storage.StorageLayout;
-import software.amazon.awssdk.services.s3.model.NoSuchKeyException;
-import software.amazon.awssdk.services.s3.model.S3Exception;
+import java.nio.charset.StandardCharsets;
+import java.util.Optional;
 import software.amazon.awssdk.services.sfn.model.DescribeExecutionResponse;
 
 /** GET /requests/{request_id}: result.json with every s3:// file turned into a presigned https URL. */
@@ -17,18 +18,12 @@ public final class ResultOperation extends ApiOperation {
     @Override
     protected ApiResponse process(ApiRequest request) {
         String id = requestId(request);
-        String json;
-        try {
-            json = services.s3().getObjectAsBytes(b -> b.bucket(services.config().requestsBucket())
-                    .key(StorageLayout.resultJson(id))).asUtf8String();
-        } catch (NoSuchKeyException e) {
+        Optional<byte[]> stored = S3Objects.read(services.s3(), services.config().requestsBucket(),
+                StorageLayout.resultJson(id));
+        if (stored.isEmpty()) {
             return notReady(id);
-        } catch (S3Exception e) {
-            if (e.statusCode() == 404) {
-                return notReady(id);
-            }
-            throw e;
         }
+        String json = new String(stored.get(), StandardCharsets.UTF_8);
         TrainingResult result;
         try {
             result = TrainingResult.parse(json).mapFiles(this::presign);

@@ -3,6 +3,7 @@ package io.trellis2lora.core.api;
 import com.fasterxml.jackson.annotation.JsonProperty;
 import io.trellis2lora.core.Json;
 import io.trellis2lora.core.pricing.PriceBreakdown;
+import io.trellis2lora.core.storage.S3Objects;
 import io.trellis2lora.core.storage.StorageLayout;
 import io.trellis2lora.core.validation.RequestValidator;
 import io.trellis2lora.core.zip.ArchiveOpener;
@@ -13,10 +14,9 @@ import java.security.NoSuchAlgorithmException;
 import java.time.Instant;
 import java.util.HexFormat;
 import java.util.Map;
+import java.util.Optional;
 import java.util.UUID;
 import software.amazon.awssdk.core.sync.RequestBody;
-import software.amazon.awssdk.services.s3.model.NoSuchKeyException;
-import software.amazon.awssdk.services.s3.model.S3Exception;
 import software.amazon.awssdk.services.sfn.model.ExecutionAlreadyExistsException;
 
 /**
@@ -86,18 +86,9 @@ public final class SubmitOperation extends ApiOperation {
     }
 
     private StoredRequest load(String requestId) throws Exception {
-        try {
-            String json = services.s3().getObjectAsBytes(b -> b.bucket(services.config().requestsBucket())
-                    .key(StorageLayout.requestJson(requestId))).asUtf8String();
-            return Json.MAPPER.readValue(json, StoredRequest.class);
-        } catch (NoSuchKeyException e) {
-            return null;
-        } catch (S3Exception e) {
-            if (e.statusCode() == 404) {
-                return null;
-            }
-            throw e;
-        }
+        Optional<byte[]> json = S3Objects.read(services.s3(), services.config().requestsBucket(),
+                StorageLayout.requestJson(requestId));
+        return json.isEmpty() ? null : Json.MAPPER.readValue(json.get(), StoredRequest.class);
     }
 
     private Answer answer(StoredRequest stored, ApiRequest request) {

@@ -32,6 +32,7 @@ import java.time.format.DateTimeFormatter;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
+import java.util.Optional;
 import java.util.UUID;
 
 /**
@@ -121,11 +122,29 @@ public final class LocalRunner {
                 SUBSTITUTIONS.get("FinalizeFunctionArn"), finalizer::handle));
         BatchSyncBinding batch = new BatchSyncBinding(Map.of(
                 SUBSTITUTIONS.get("PreprocessJobDefinitionArn"), workerCommand,
-                SUBSTITUTIONS.get("TrainJobDefinitionArn"), workerCommand), out);
+                SUBSTITUTIONS.get("TrainJobDefinitionArn"), workerCommand),
+                Map.of(SUBSTITUTIONS.get("TrainJobDefinitionArn"), trainEnvironment(store, requestId)), out);
         ObjectNode input = Json.MAPPER.createObjectNode();
         input.put("request_id", requestId);
         return new Execution(machine, requestId, input, List.of(lambdas, batch), listener,
                 item -> item.path("denoiser").asText(null)).start();
+    }
+
+    /**
+     * The training jobs run side by side, as Batch runs them on separate hosts; here they share this machine's cores,
+     * so each gets its share of compute threads. More threads than cores in all makes every job slower (spinning
+     * OpenMP workers take each other's cores), not just the sum of them.
+     */
+    static Map<String, String> trainEnvironment(DirectoryObjectStore store, String requestId) throws IOException {
+        Optional<byte[]> stored = store.read(StorageLayout.requestJson(requestId));
+        int stages = stored.isEmpty() ? 1
+                : Json.MAPPER.readValue(stored.get(), StoredRequest.class).request().denoisers().size();
+        String threads = String.valueOf(threadsPerJob(Runtime.getRuntime().availableProcessors(), stages));
+        return Map.of("OMP_NUM_THREADS", threads, "MKL_NUM_THREADS", threads);
+    }
+
+    public static int threadsPerJob(int cores, int parallelJobs) {
+        return Math.max(1, cores / Math.max(1, parallelJobs));
     }
 
     /** After the end: DIR/result.json, a copy of requests/&lt;id&gt;/result.json. Null when there is none. */

@@ -26,11 +26,22 @@ public final class BatchSyncBinding implements TaskBinding {
     private static final String EXITED = "Essential container in task exited";
 
     private final Map<String, List<String>> entryPointsByJobDefinition;
+    private final Map<String, Map<String, String>> environmentByJobDefinition;
     private final Path workingDirectory;
 
     /** @param entryPointsByJobDefinition for each job definition ARN, the command its container image runs */
     public BatchSyncBinding(Map<String, List<String>> entryPointsByJobDefinition, Path workingDirectory) {
+        this(entryPointsByJobDefinition, Map.of(), workingDirectory);
+    }
+
+    /**
+     * @param environmentByJobDefinition extra environment of each job definition's processes, as a job definition's
+     *                                   container environment (absent: none)
+     */
+    public BatchSyncBinding(Map<String, List<String>> entryPointsByJobDefinition,
+                            Map<String, Map<String, String>> environmentByJobDefinition, Path workingDirectory) {
         this.entryPointsByJobDefinition = Map.copyOf(entryPointsByJobDefinition);
+        this.environmentByJobDefinition = Map.copyOf(environmentByJobDefinition);
         this.workingDirectory = workingDirectory;
     }
 
@@ -47,10 +58,12 @@ public final class BatchSyncBinding implements TaskBinding {
                 throw new AslError("Batch.ClientException", "SubmitJob needs " + required);
             }
         }
-        List<String> entryPoint = entryPointsByJobDefinition.get(p.get("JobDefinition").asText());
+        String jobDefinition = p.get("JobDefinition").asText();
+        List<String> entryPoint = entryPointsByJobDefinition.get(jobDefinition);
         if (entryPoint == null) {
-            throw new AslError("Batch.ClientException", "job definition " + p.get("JobDefinition").asText() + " does not exist");
+            throw new AslError("Batch.ClientException", "job definition " + jobDefinition + " does not exist");
         }
+        Map<String, String> environment = environmentByJobDefinition.getOrDefault(jobDefinition, Map.of());
         List<String> command = new ArrayList<>(entryPoint);
         p.path("ContainerOverrides").path("Command").forEach(arg -> command.add(arg.asText()));
         int attempts = Math.max(1, p.path("RetryStrategy").path("Attempts").asInt(1));
@@ -64,7 +77,7 @@ public final class BatchSyncBinding implements TaskBinding {
         job.put("CreatedAt", Instant.now().toEpochMilli());
         ArrayNode history = job.putArray("Attempts");
         for (int attempt = 1; ; attempt++) {
-            Attempt result = runOnce(call, command, attemptSeconds);
+            Attempt result = runOnce(call, command, environment, attemptSeconds);
             ObjectNode a = history.addObject();
             a.putObject("Container").put("ExitCode", result.exitCode).put("Reason", result.reason);
             a.put("StatusReason", result.statusReason);
@@ -93,8 +106,10 @@ public final class BatchSyncBinding implements TaskBinding {
     private record Attempt(int exitCode, String statusReason, String reason, List<String> tail) {
     }
 
-    private Attempt runOnce(TaskCall call, List<String> command, long attemptSeconds) throws InterruptedException, AslError {
+    private Attempt runOnce(TaskCall call, List<String> command, Map<String, String> environment, long attemptSeconds)
+            throws InterruptedException, AslError {
         ProcessBuilder builder = new ProcessBuilder(command).redirectErrorStream(true);
+        builder.environment().putAll(environment);
         // Progress is shown as it happens, not when a pipe buffer fills.
         builder.environment().put("PYTHONUNBUFFERED", "1");
         if (workingDirectory != null) {

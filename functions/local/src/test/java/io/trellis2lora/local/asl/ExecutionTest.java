@@ -95,6 +95,24 @@ class ExecutionTest {
     }
 
     @Test
+    void aJobRunsWithItsJobDefinitionsEnvironment(@TempDir Path dir) throws Exception {
+        Path seen = dir.resolve("seen");
+        StateMachine machine = StateMachine.load(jobDefinition("echo $OMP_NUM_THREADS > " + seen,
+                json("{\"Attempts\": 1}"), 60), Map.of("Def", DEF));
+        BatchSyncBinding batch = new BatchSyncBinding(SHELL, Map.of(DEF, Map.of("OMP_NUM_THREADS", "3")), dir);
+        Execution e = new Execution(machine, "env-1", json("{}"), List.of(batch), null, item -> null).start();
+        assertEquals(Execution.Status.SUCCEEDED, e.await());
+        assertEquals("3", Files.readString(seen).trim());
+    }
+
+    @Test
+    void parallelLocalJobsShareTheCores() {
+        assertEquals(1, LocalRunner.threadsPerJob(2, 3), "never fewer than one thread");
+        assertEquals(2, LocalRunner.threadsPerJob(2, 1));
+        assertEquals(5, LocalRunner.threadsPerJob(16, 3));
+    }
+
+    @Test
     void hostFailuresMatchTheRetryRules() throws Exception {
         JsonNode rules = realRetryStrategy().get("EvaluateOnExit");
         assertTrue(BatchSyncBinding.shouldRetry(rules, -1, "Host EC2 (instance i-0abc) terminated.", ""));

@@ -12,7 +12,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .sparse import SparseConv3d, SparseLinear, SparseTensor
 
@@ -115,20 +114,11 @@ def _use_flash(q: torch.Tensor) -> bool:
     return HAVE_FLASH_ATTN and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= 256
 
 
-def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """SDPA on [B, H, L, D]. On CPU with autograd the math backend is used: PyTorch's CPU flash kernel has a very
-    slow backward when batch × heads is small (measured ~4× slower for one head over 4096 tokens)."""
-    if q.device.type == "cpu" and torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
-        with sdpa_kernel(SDPBackend.MATH):
-            return F.scaled_dot_product_attention(q, k, v)
-    return F.scaled_dot_product_attention(q, k, v)
-
-
 def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """q [B, L, H, D], k/v [B, M, H, D] -> [B, L, H, D]; scale 1/sqrt(D), no mask."""
     if _use_flash(q) and k.dtype == q.dtype and v.dtype == q.dtype:
         return flash_attn_func(q, k, v)
-    return _sdpa(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
+    return F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
 
 
 def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_counts: list[int], kv_counts: list[int]) -> torch.Tensor:
@@ -144,7 +134,7 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_counts
         if qi.shape[0] == 0:
             outs.append(qi)
             continue
-        o = _sdpa(qi.transpose(0, 1)[None], ki.transpose(0, 1)[None], vi.transpose(0, 1)[None])
+        o = F.scaled_dot_product_attention(qi.transpose(0, 1)[None], ki.transpose(0, 1)[None], vi.transpose(0, 1)[None])
         outs.append(o[0].transpose(0, 1))
     return torch.cat(outs, dim=0)
 

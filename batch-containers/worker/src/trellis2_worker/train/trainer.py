@@ -593,7 +593,7 @@ def train(req: TrainRequest, base=None, on_step=None) -> dict:
         if peft_model is not None:
             # base.load caches the module per process: take the LoRA layers out again so the cached base is clean.
             set_gradient_checkpointing(peft_model.get_base_model(), False)
-            peft_model.unload()
+            peft_model.unload().eval()  # and back in the eval mode base.load gives
         if restore is not None:
             restore[0].convert_to(restore[1])
         shutil.rmtree(workdir, ignore_errors=True)

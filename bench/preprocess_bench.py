@@ -9,6 +9,7 @@ encoders) and of the largest Blender child.
     PY=$(bin/venv-path)/bin/python
     PYTHONPATH=batch-containers/worker/src $PY bench/preprocess_bench.py                      # default asset set
     PYTHONPATH=batch-containers/worker/src $PY bench/preprocess_bench.py --assets trimesh/Duck.glb --render-size 512
+    PYTHONPATH=batch-containers/worker/src $PY bench/preprocess_bench.py --all --render-size 128   # every real file
 
 The first object also pays numba compilation of the O-Voxel kernels (cached on disk afterwards); run twice for warm
 figures (`--runs 2` reruns with a fresh object cache, numba cache kept).
@@ -59,8 +60,14 @@ PHASES = [
 ]
 
 
-def build_zip(assets: list[str], path: Path) -> None:
+def build_zip(assets: list[str] | None, path: Path) -> None:
+    """A zip of `assets` and their side files, or of every file under ../shared/assets/real when None."""
     with zipfile.ZipFile(path, "w") as zf:
+        if assets is None:
+            for p in sorted(SHARED.rglob("*")):
+                if p.is_file() and p.name != "SOURCES.md":
+                    zf.write(p, p.relative_to(SHARED).as_posix())
+            return
         for rel in assets:
             zf.write(SHARED / rel, rel)
             for side in SIDE_FILES.get(rel, []):
@@ -70,6 +77,7 @@ def build_zip(assets: list[str], path: Path) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--assets", nargs="*", default=DEFAULT_ASSETS, help="paths under ../shared/assets/real")
+    ap.add_argument("--all", action="store_true", help="every file of ../shared/assets/real (broken ones included)")
     ap.add_argument("--resolution", type=int, default=512, choices=(512, 1024))
     ap.add_argument("--base", default="tiny")
     ap.add_argument("--render-size", type=int, default=256)
@@ -86,7 +94,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="preprocess-bench-") as tmp:
         tmp = Path(tmp)
         raw = tmp / "raw.zip"
-        build_zip(args.assets, raw)
+        build_zip(None if args.all else args.assets, raw)
         for run in range(args.runs):
             t0 = time.perf_counter()
             rep = preprocess(str(raw), args.resolution, args.base, str(tmp / f"out{run}.zip"),

@@ -8,38 +8,57 @@ import json
 import os
 import pickle
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import SHARED
 from trellis2_worker.cli import main
+from trellis2_worker.ingest.discovery import SUPPORTED_FORMATS
 from trellis2_worker.latents import layout, open_dataset
 
 pytestmark = pytest.mark.slow
 
-# One success per format the tiny run can afford (the encoders cost ~100 µs per voxel on this CPU), plus broken files.
-# Big-surface assets (cubes, Duck, the helmet) are left to the benchmark.
+# One object per importer (STL, PLY, OBJ + MTL + textures, binary FBX, .blend with a packed image, glTF with its
+# buffers and textures, GLB), small enough that the tiny encoders take seconds, plus files that must fail: ASCII FBX,
+# no faces, a glTF whose .bin is absent, one whose indices run past its vertices. TRELLIS2_SLOW_TESTS=1 takes every
+# file of ../shared/assets/real instead (about five minutes here).
 SUBSET = {
     "assimp/STL/triangle.stl": True,
     "assimp/PLY/float-color.ply": True,
     "assimp/OBJ/spider.obj": True,
-    "assimp/OBJ/spider.mtl": None,
-    "assimp/OBJ/SpiderTex.jpg": None,
-    "assimp/OBJ/drkwood2.jpg": None,
-    "assimp/OBJ/engineflare1.jpg": None,
-    "assimp/OBJ/wal67ar_small.jpg": None,
-    "assimp/OBJ/wal69ar_small.jpg": None,
+    "assimp/FBX/spider.fbx": True,
+    "assimp/BLEND/TexturedPlane_ImageUvPacked_248.blend": True,
+    "assimp/glTF2/ClearCoat-glTF/ClearCoatTest.gltf": True,
+    "trimesh/monkey.glb": True,
+    "assimp/FBX/embedded_ascii/box.FBX": False,  # ASCII FBX: Blender's importer reads binary FBX only
     "assimp/OBJ/point_cloud.obj": False,  # no faces
     "assimp/glTF2/MissingBin/BoxTextured.gltf": False,  # its .bin is absent
+    "assimp/glTF2/IndexOutOfRange/IndexOutOfRange.gltf": False,  # indices past the vertex count
 }
+# Files an object needs beside it (the .mtl and images of the OBJ, the buffers and images of the glTF).
+COMPANIONS = ["assimp/OBJ/spider.mtl", "assimp/OBJ/SpiderTex.jpg", "assimp/OBJ/drkwood2.jpg",
+              "assimp/OBJ/engineflare1.jpg", "assimp/OBJ/wal67ar_small.jpg", "assimp/OBJ/wal69ar_small.jpg",
+              "assimp/glTF2/ClearCoat-glTF/ClearCoatTest.bin", "assimp/glTF2/ClearCoat-glTF/ClearCoatLabels.png",
+              "assimp/glTF2/ClearCoat-glTF/PartialCoating.png", "assimp/glTF2/ClearCoat-glTF/PartialCoating_Alpha.png",
+              "assimp/glTF2/ClearCoat-glTF/PlasticWrap_normals.jpg", "assimp/glTF2/ClearCoat-glTF/RibsNormal.png",
+              "assimp/glTF2/ClearCoat-glTF/RoughnessStripes.png", "assimp/glTF2/IndexOutOfRange/IndexOutOfRange.bin"]
 if os.environ.get("TRELLIS2_SLOW_TESTS"):
+    _ALL = sorted(p.relative_to(SHARED / "assets/real").as_posix() for p in (SHARED / "assets/real").rglob("*")
+                  if p.is_file())
+    SUBSET = {rel: None for rel in _ALL}
+    SUBSET.update({rel: True for rel in _ALL if Path(rel).suffix.lower().lstrip(".") in SUPPORTED_FORMATS})
     SUBSET.update({
-        "trimesh/monkey.glb": True,
-        "assimp/glTF2/ClearCoat-glTF/ClearCoatTest.gltf": True,
-        **{f"assimp/glTF2/ClearCoat-glTF/{n}": None for n in (
-            "ClearCoatTest.bin", "ClearCoatLabels.png", "PartialCoating.png", "PartialCoating_Alpha.png",
-            "PlasticWrap_normals.jpg", "RibsNormal.png", "RoughnessStripes.png")},
+        "assimp/FBX/embedded_ascii/box.FBX": False,
+        # SOURCES.md calls these two binary, but both begin with an ASCII FBX header, not "Kaydara FBX Binary".
+        "assimp/FBX/box_orphant_embedded_texture.fbx": False,
+        "assimp/FBX/maxPbrMaterial_metalRough.fbx": False,
+        "assimp/OBJ/point_cloud.obj": False,
+        "assimp/glTF2/MissingBin/BoxTextured.gltf": False,
+        "assimp/glTF2/IndexOutOfRange/IndexOutOfRange.gltf": False,
     })
+    COMPANIONS = []
 EXPECTED_OK = sorted(k for k, v in SUBSET.items() if v)
 EXPECTED_FAILED = sorted(k for k, v in SUBSET.items() if v is False)
 
@@ -53,7 +72,7 @@ def run(tmp_path_factory, shared_dir):
     tmp = tmp_path_factory.mktemp("preprocess")
     raw = tmp / "raw.zip"
     with zipfile.ZipFile(raw, "w") as zf:
-        for rel in SUBSET:
+        for rel in [*SUBSET, *COMPANIONS]:
             zf.write(shared_dir / "assets/real" / rel, rel)
     out, report = tmp / "dataset.zip", tmp / "report.json"
     cache = tmp / "cache"
@@ -71,6 +90,9 @@ def test_report_counts_objects_and_reasons(run):
     assert sorted(f["file"] for f in rep["failed"]) == EXPECTED_FAILED
     reasons = {f["file"]: f["reason"] for f in rep["failed"]}
     assert "BoxTextured0.bin" in reasons["assimp/glTF2/MissingBin/BoxTextured.gltf"]
+    assert "ASCII FBX" in reasons["assimp/FBX/embedded_ascii/box.FBX"]
+    assert "no faces" in reasons["assimp/OBJ/point_cloud.obj"]
+    assert "out of bounds" in reasons["assimp/glTF2/IndexOutOfRange/IndexOutOfRange.gltf"]
     assert all(o["shape_tokens"] > 0 and o["shape_tokens"] == o["pbr_tokens"] for o in rep["objects"])
     assert rep["output"] == str(run["out"])
 

@@ -7,6 +7,7 @@ through unchanged, tampered copies are refused with exit code 2 and a clear erro
 import json
 import os
 import pickle
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -187,3 +188,19 @@ def test_other_base_needs_the_flag(run):
     code = _cli("preprocess", "--input", str(run["out"]), "--resolution", "512", "--base", "some-org/other-base",
                 "--output", str(run["tmp"] / "other.zip"), "--report", str(rep), "--allow-other-base")
     assert code == 0 and (run["tmp"] / "other.zip").read_bytes() == run["out"].read_bytes()
+
+
+def test_an_object_whose_texture_is_gone_fails_alone_with_the_texture_named(run, tmp_path):
+    from trellis2_worker.latents.encode import EncodingError, for_device
+    from trellis2_worker.latents.preprocess import ENCODER_KEYS, encode_object
+    from trellis2_worker.models import load_base
+
+    spider = {o["file"]: o["sha256"] for o in run["report"]["objects"]}["assimp/OBJ/spider.obj"]
+    dump = tmp_path / "dump"
+    shutil.copytree(next(run["cache"].glob(f"ingest/*/{spider}")) / "dump", dump)
+    texture = sorted(dump.glob("*.png"))[0]
+    texture.unlink()
+    base = load_base("tiny")
+    encoders = {k: for_device(base.load(key), "cpu") for k, key in ENCODER_KEYS.items()}
+    with pytest.raises(EncodingError, match=f"PBR voxels: texture '{texture.name}' is missing"):
+        encode_object(dump, 512, encoders)

@@ -85,30 +85,6 @@ def encode_ss(encoder, occupancy_coords: np.ndarray, device="cpu") -> np.ndarray
     return np.ascontiguousarray(z, dtype=np.float32)
 
 
-def align_pbr_to_shape(shape_coords: np.ndarray, pbr_feats: np.ndarray, pbr_coords: np.ndarray) -> np.ndarray:
-    """PBR feats reordered to the shape latent's row order; the two coord sets must be equal (spec data §8).
-
-    Training asserts equal coords row by row; the encoders give the same order for the same input, so this is
-    usually the identity, and only a permutation of equal sets is ever accepted.
-    """
-    if np.array_equal(shape_coords, pbr_coords):
-        return pbr_feats
-    if len(shape_coords) != len(pbr_coords):
-        raise EncodingError(f"PBR latent has {len(pbr_coords)} tokens, the shape latent {len(shape_coords)}")
-
-    def key(c):
-        c = c.astype(np.int64)
-        return (c[:, 0] * 256 + c[:, 1]) * 256 + c[:, 2]
-
-    ks, kp = key(shape_coords), key(pbr_coords)
-    order_p = np.argsort(kp)
-    pos = np.searchsorted(kp[order_p], ks)
-    pos = np.clip(pos, 0, len(kp) - 1)
-    if not np.array_equal(kp[order_p][pos], ks):
-        raise EncodingError("PBR latent coords differ from the shape latent coords")
-    return pbr_feats[order_p[pos]]
-
-
 def for_device(model, device):
     """The encoder ready to run on `device`: on CPU, a float32 copy of an fp16 model.
 

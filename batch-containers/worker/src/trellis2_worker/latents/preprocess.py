@@ -23,7 +23,7 @@ from trellis2_worker import __version__
 from trellis2_worker.errors import InputError
 from trellis2_worker.latents import layout
 from trellis2_worker.latents.dataset import DatasetStager, classify_archive, save_sparse_latent, save_ss_latent, validate_dataset
-from trellis2_worker.latents.encode import EncodingError, align_pbr_to_shape, encode_pbr, encode_shape, encode_ss, for_device
+from trellis2_worker.latents.encode import EncodingError, encode_pbr, encode_shape, encode_ss, for_device
 from trellis2_worker.latents.occupancy import ss_occupancy
 
 log = logging.getLogger(__name__)
@@ -51,24 +51,28 @@ def _device():
 
 def encode_object(dump_dir: Path, resolution: int, encoders: dict, device="cpu") -> dict:
     """O-Voxels and latents of one ingested object. Returns the latents, voxel counts and per-phase seconds."""
-    from trellis2_worker.latents import _ovoxel
+    from trellis2_worker.ovoxel import convert_dump, load_dump, normalized_dump, pbr_voxels
 
     times = {}
     t = time.perf_counter()
     try:
-        dump = _ovoxel.load_normalised(dump_dir)
+        dump = normalized_dump(load_dump(dump_dir))  # the exact unit-cube normalisation (spec data §2)
     except InputError as exc:  # one object's bad dump fails that object, not the run
         raise EncodingError(str(exc)) from None
     times["load_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    coords, dual_u8, intersected = _ovoxel.dual_grid(dump, resolution)
+    shape_vox = convert_dump(dump, resolution, with_pbr=False)
+    coords = shape_vox.coords
     times["ovoxel_dual_grid_s"] = time.perf_counter() - t
     if len(coords) == 0:
         raise EncodingError("the mesh gives no surface voxels")
     t = time.perf_counter()
-    pbr_coords, attrs = _ovoxel.pbr_voxels(dump, resolution)
-    attrs = _ovoxel.align_rows(coords, pbr_coords, attrs)
+    try:
+        pbr_vox = pbr_voxels(dump, coords, resolution)  # row-aligned to the dual grid's voxels
+    except (InputError, ValueError) as exc:  # a texture missing from the dump, a voxel set that differs
+        raise EncodingError(f"PBR voxels: {exc}") from None
+    attrs = np.concatenate([pbr_vox[k] for k in ("base_color", "metallic", "roughness", "alpha")], axis=1)
     times["ovoxel_pbr_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -76,11 +80,13 @@ def encode_object(dump_dir: Path, resolution: int, encoders: dict, device="cpu")
     times["ss_occupancy_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    shape = encode_shape(encoders["shape"], coords, dual_u8, intersected, device)
+    shape = encode_shape(encoders["shape"], coords, shape_vox.shape["vertices"], shape_vox.shape["intersected"], device)
     times["encode_shape_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    pbr_feats, pbr_c = encode_pbr(encoders["pbr"], coords, attrs, device)
-    pbr = (align_pbr_to_shape(shape[1], pbr_feats, pbr_c), shape[1])
+    pbr = encode_pbr(encoders["pbr"], coords, attrs, device)
+    # Both encoders downsample the same coords the same way, so the latents pair row by row (spec data §8).
+    if not np.array_equal(pbr[1], shape[1]):
+        raise EncodingError("the PBR latent's coords differ from the shape latent's")
     times["encode_pbr_s"] = time.perf_counter() - t
     t = time.perf_counter()
     ss_z = encode_ss(encoders["ss"], occ, device)
@@ -92,7 +98,7 @@ def encode_object(dump_dir: Path, resolution: int, encoders: dict, device="cpu")
         "ss": ss_z,
         "shape": shape,
         "pbr": pbr,
-        "stats": {"dual_grid_size": int(len(coords)), "num_pbr_voxels": int(len(pbr_coords)), "ss_cells": int(len(occ))},
+        "stats": {"dual_grid_size": int(len(coords)), "num_pbr_voxels": int(len(attrs)), "ss_cells": int(len(occ))},
         "times": times,
     }
 

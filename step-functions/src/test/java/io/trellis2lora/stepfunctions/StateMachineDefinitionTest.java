@@ -185,24 +185,13 @@ class StateMachineDefinitionTest {
         props.set("DefinitionSubstitutions", MAPPER.valueToTree(new TreeMap<>(CLOUD)));
         Path file = dir.resolve("template.json");
         Files.writeString(file, MAPPER.writerWithDefaultPrettyPrinter().writeValueAsString(template));
-        Path cfnLint = venv().resolve("bin/cfn-lint");
-        assertTrue(Files.isExecutable(cfnLint), "cfn-lint is not installed in " + venv() + " (bin/setup installs it)");
+        Path venv = TestPaths.venv();
+        Path cfnLint = venv.resolve("bin/cfn-lint");
+        assertTrue(Files.isExecutable(cfnLint), "cfn-lint is not installed in " + venv + " (bin/setup installs it)");
         Process p = new ProcessBuilder(cfnLint.toString(), file.toString()).redirectErrorStream(true).start();
         String output = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
         lastOutput = output;
         return new Result(p.waitFor(), output);
     }
 
-    private static Path venv() throws IOException, InterruptedException {
-        String v = System.getProperty("trellis2.venv");
-        if (v == null || v.isBlank()) {
-            v = System.getenv("TRELLIS2_VENV");
-        }
-        if (v == null || v.isBlank()) {
-            Process p = new ProcessBuilder(TestPaths.repo().resolve("bin/venv-path").toString()).start();
-            v = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8).trim();
-            p.waitFor();
-        }
-        return Path.of(v);
-    }
 }

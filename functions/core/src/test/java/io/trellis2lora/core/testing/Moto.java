@@ -8,7 +8,6 @@ import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
 import java.nio.channels.FileChannel;
 import java.nio.channels.FileLock;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
@@ -100,7 +99,7 @@ public final class Moto implements BeforeAllCallback {
             "server.stop()");
 
     private static URI start(long owner, Path dir) throws IOException, InterruptedException {
-        Path python = venv().resolve("bin/python");
+        Path python = TestPaths.venv().resolve("bin/python");
         if (!Files.isExecutable(python)) {
             throw new IllegalStateException("no Python at " + python + ": run bin/setup (the tests start moto from "
                     + "the project's Python environment), or pass -Dtrellis2.venv=DIR");
@@ -140,18 +139,6 @@ public final class Moto implements BeforeAllCallback {
         }
     }
 
-    static Path venv() throws IOException, InterruptedException {
-        String v = System.getProperty("trellis2.venv");
-        if (v == null || v.isBlank()) {
-            v = System.getenv("TRELLIS2_VENV");
-        }
-        if (v == null || v.isBlank()) {
-            Process p = new ProcessBuilder(TestPaths.repo().resolve("bin/venv-path").toString()).start();
-            v = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8).trim();
-            p.waitFor();
-        }
-        return Path.of(v);
-    }
 
     private static <B extends software.amazon.awssdk.awscore.client.builder.AwsClientBuilder<B, ?>> B configure(
             B builder) {

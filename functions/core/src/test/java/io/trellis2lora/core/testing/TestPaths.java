@@ -1,9 +1,11 @@
 package io.trellis2lora.core.testing;
 
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 
-/** Where the repository and ../shared (the read-only reference assets) are. */
+/** Where the repository, ../shared (the read-only reference assets) and the Python environment are. */
 public final class TestPaths {
     private TestPaths() {
     }
@@ -31,5 +33,19 @@ public final class TestPaths {
 
     public static Path realAssets() {
         return shared().resolve("assets/real");
+    }
+
+    /** The worker's Python environment: -Dtrellis2.venv (bin/test sets it), $TRELLIS2_VENV, else bin/venv-path. */
+    public static Path venv() throws IOException, InterruptedException {
+        String v = System.getProperty("trellis2.venv");
+        if (v == null || v.isBlank()) {
+            v = System.getenv("TRELLIS2_VENV");
+        }
+        if (v == null || v.isBlank()) {
+            Process p = new ProcessBuilder(repo().resolve("bin/venv-path").toString()).start();
+            v = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8).trim();
+            p.waitFor();
+        }
+        return Path.of(v);
     }
 }

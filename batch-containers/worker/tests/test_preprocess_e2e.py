@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 # One object per importer (STL, PLY, OBJ + MTL + textures, binary FBX, .blend with a packed image, glTF with its
 # buffers and textures, GLB), small enough that the tiny encoders take seconds, plus files that must fail: ASCII FBX,
 # no faces, a glTF whose .bin is absent, one whose indices run past its vertices. TRELLIS2_SLOW_TESTS=1 takes every
-# file of ../shared/assets/real instead (about five minutes here).
+# file of ../shared/assets/real instead (under four minutes here).
 SUBSET = {
     "assimp/STL/triangle.stl": True,
     "assimp/PLY/float-color.ply": True,

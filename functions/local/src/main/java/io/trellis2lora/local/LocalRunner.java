@@ -133,9 +133,12 @@ public final class LocalRunner {
     /**
      * The training jobs run side by side, as Batch runs them on separate hosts; here they share this machine's cores,
      * so each gets its share of compute threads. More threads than cores in all makes every job slower (spinning
-     * OpenMP workers take each other's cores), not just the sum of them.
+     * OpenMP workers take each other's cores), not just the sum of them. A thread count the user exported wins.
      */
     static Map<String, String> trainEnvironment(DirectoryObjectStore store, String requestId) throws IOException {
+        if (System.getenv("OMP_NUM_THREADS") != null) {
+            return Map.of();
+        }
         Optional<byte[]> stored = store.read(StorageLayout.requestJson(requestId));
         int stages = stored.isEmpty() ? 1
                 : Json.MAPPER.readValue(stored.get(), StoredRequest.class).request().denoisers().size();

@@ -139,7 +139,6 @@ public final class Moto implements BeforeAllCallback {
         }
     }
 
-
     private static <B extends software.amazon.awssdk.awscore.client.builder.AwsClientBuilder<B, ?>> B configure(
             B builder) {
         try {

@@ -4,7 +4,8 @@
 What the preprocess and train issues ask to see working: a zip of all the real assets becomes a dataset zip, that
 zip is accepted again by `preprocess` (passed through unchanged), and `train` makes an adapter per stage from it.
 Each command runs as its own process, one after another (so each has the whole machine); per command it prints the
-wall time, peak RSS, and for training the seconds per step and the held-out flow loss, base against adapted.
+wall time, peak RSS, and for training the seconds per step and the held-out flow loss, base against adapted, as the
+adapter record says it and as recomputed from the saved adapter file (`evaluate_adapter`).
 
     PY=$(bin/venv-path)/bin/python
     $PY bench/real_assets_run.py                                   # tiny base, 512, renders 128², 100 steps
@@ -24,6 +25,7 @@ import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "batch-containers" / "worker" / "src"))
 REAL = REPO.parent / "shared" / "assets" / "real"
 WORKER = REPO / "bin" / "trellis2-worker"
 STAGES = ("sparse_structure", "geometry", "texture")
@@ -51,6 +53,15 @@ def main() -> int:
     ap.add_argument("--out", default=None, help="keep everything here (default: a temporary folder)")
     args = ap.parse_args()
 
+    from functools import cache
+
+    from trellis2_worker.models import load_base
+    from trellis2_worker.train import evaluate_adapter
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # DINOv3's weight-loading bar would break the table
+    base = cache(lambda: load_base(args.base))
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="real-assets-run-"))
     out.mkdir(parents=True, exist_ok=True)
     raw = out / "real.zip"
@@ -81,7 +92,8 @@ def main() -> int:
     same = code == 0 and again.read_bytes() == dataset.read_bytes()
     print(f"preprocess given its own output: exit {code}, {wall:.1f} s, output identical: {same}")
 
-    print(f"\n{'stage':18s} {'wall s':>7s} {'s/step':>7s} {'peak RSS':>9s} {'held-out base':>14s} {'adapted':>8s}")
+    print(f"\n{'stage':18s} {'wall s':>7s} {'s/step':>7s} {'peak RSS':>9s} {'held-out base':>14s} {'adapted':>8s} "
+          f"{'from file':>9s}")
     failures = 0 if same else 1
     for stage in args.stages:
         adapter = out / "adapters" / f"{stage}.safetensors"
@@ -99,8 +111,9 @@ def main() -> int:
         log = [json.loads(line) for line in (out / "adapters" / f"{stage}.loss.jsonl").read_text().splitlines()]
         per_step = (log[-1]["seconds"] - log[0]["seconds"]) / max(1, len(log) - 1)
         m = r["metrics"]
+        again = evaluate_adapter(adapter, dataset, base(), eval_objects=m["heldout_objects"])
         print(f"{stage:18s} {wall:7.0f} {per_step:7.2f} {rss:6.2f} GiB {m['heldout_flow_loss_base']:14.3f} "
-              f"{m['heldout_flow_loss_adapted']:8.3f}")
+              f"{m['heldout_flow_loss_adapted']:8.3f} {again['heldout_flow_loss_adapted']:9.3f}")
     print(f"\nadapters, records, loss logs and curves: {out / 'adapters'}")
     return 1 if failures else 0
 

@@ -14,17 +14,10 @@ from pathlib import Path, PurePosixPath
 
 from trellis2_worker.errors import InputError
 
+from trellis2_worker.ingest.rules import MAX_ARCHIVE_BYTES, MAX_ENTRIES, MAX_UNCOMPRESSED_BYTES, is_ignored
+
 MB = 1024 * 1024
-MAX_ARCHIVE_BYTES = 8192 * MB  # as the Java zip inspection: archive <= 8192 MB
-MAX_UNCOMPRESSED_BYTES = 8192 * MB  # and <= 8 GB once decompressed
-MAX_ENTRIES = 100_000
 _CHUNK = 1 << 20
-
-
-def is_ignored(name: str) -> bool:
-    """Hidden files/folders (any part starting with '.') and macOS resource forks are not user content."""
-    parts = PurePosixPath(name).parts
-    return any(p.startswith(".") for p in parts) or (parts and parts[0] == "__MACOSX")
 
 
 def _entry_name(info: zipfile.ZipInfo) -> str:

@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from trellis2_worker.errors import InputError
-from trellis2_worker.ingest.archive import is_ignored
+from trellis2_worker.ingest.rules import SUPPORTED_FORMATS, is_ignored, object_format
 
-SUPPORTED_FORMATS = ("glb", "gltf", "obj", "fbx", "stl", "ply", "blend")
 MANIFEST = "manifest.csv"
 # Columns the ingest stage itself writes; a manifest column of the same name is kept under a `manifest_` prefix.
 RESERVED_COLUMNS = {
@@ -50,8 +49,7 @@ class Discovery:
 
 
 def file_format(name: str) -> str | None:
-    suffix = PurePosixPath(name).suffix.lower().lstrip(".")
-    return suffix if suffix in SUPPORTED_FORMATS else None
+    return object_format(name)  # the extensions are archive_rules.json's, as Java's inspection counts them
 
 
 def sha256_file(path: Path) -> str:

@@ -1,7 +1,8 @@
 """Which files in an extracted archive are 3D objects, their sha256 keys, and the optional manifest.csv.
 
-Also the cheap checks that give a clear reason before Blender is started: a glTF's buffers must exist inside the
-archive, an FBX must be binary (Blender's importer refuses ASCII FBX), OBJ material libraries must stay inside.
+Also the cheap checks that give a clear reason before Blender is started: an FBX must be binary (Blender's importer
+refuses ASCII FBX), and every file an object refers to must stay inside the archive, checked as its importer resolves
+it (references.py), with a glTF's buffers present.
 """
 
 from __future__ import annotations
@@ -9,13 +10,13 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import os
-import urllib.parse
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from trellis2_worker.errors import InputError
+from trellis2_worker.ingest.references import Refused, references
+from trellis2_worker.ingest.references import check as check_references
 from trellis2_worker.ingest.rules import SUPPORTED_FORMATS, is_ignored, object_format
 
 MANIFEST = "manifest.csv"
@@ -60,64 +61,27 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def dependencies(path: Path, fmt: str) -> list[str]:
-    """The files a multi-file object refers to, as written in it (relative to its folder): a .gltf's buffers and
-    images, an .obj's material libraries and their textures. Unreadable files have none (the importer says why)."""
-    refs: list[str] = []
-    try:
-        if fmt == "gltf":
-            doc = json.loads(path.read_bytes())
-            for kind in ("buffers", "images"):
-                for item in (doc.get(kind) or []) if isinstance(doc, dict) else []:
-                    uri = item.get("uri") if isinstance(item, dict) else None
-                    if uri and not uri.startswith("data:"):
-                        refs.append(urllib.parse.unquote(uri))
-        elif fmt == "obj":
-            for lib in _obj_mtllibs(path):
-                refs.append(lib)
-                mtl = path.parent / lib
-                if mtl.is_file():
-                    refs += [str(PurePosixPath(lib).parent / t) for t in _mtl_textures(mtl)]
-    except (OSError, ValueError, UnicodeDecodeError):
-        return []
-    return refs
-
-
 def object_key(path: Path, fmt: str, root: Path) -> str:
     """The object's sha256: of the file's bytes; for a .gltf/.obj that refers to other files, of the file's bytes
     followed by each referenced file's name and bytes (or a 'missing' mark), so two objects that share a main
-    file but not their buffers or textures get different keys and are not merged."""
-    refs = dependencies(path, fmt)
+    file but not their buffers or textures get different keys and are not merged. Only files inside root are read
+    (references.py); an object whose references are refused is keyed by its own bytes (preflight says why)."""
+    try:
+        refs = references(path, fmt, root)
+    except (Refused, OSError):
+        refs = []
     if not refs:
         return sha256_file(path)
     digest = hashlib.sha256(path.read_bytes())
-    for ref in sorted(set(refs)):
-        target = path.parent / ref
-        digest.update(b"\0" + ref.encode() + b"\0")
-        ok = _inside(root, target) and target.is_file()
-        digest.update(sha256_file(target).encode() if ok else b"missing")
+    targets: dict[str, Path | None] = {}
+    for ref in refs:
+        if targets.get(ref.name) is None:
+            targets[ref.name] = ref.target
+    for name in sorted(targets):
+        digest.update(b"\0" + name.encode("utf-8", errors="surrogateescape") + b"\0")
+        target = targets[name]
+        digest.update(sha256_file(target).encode() if target is not None else b"missing")
     return digest.hexdigest()
-
-
-def _obj_mtllibs(path: Path) -> list[str]:
-    libs = []
-    with open(path, "rb") as f:
-        for raw in f:
-            if raw.startswith(b"mtllib"):
-                libs += raw[6:].decode("utf-8", errors="replace").split()
-    return libs
-
-
-def _mtl_textures(mtl: Path) -> list[str]:
-    textures = []
-    with open(mtl, "rb") as f:
-        for raw in f:
-            line = raw.decode("utf-8", errors="replace").strip()
-            if line.lower().startswith(("map_", "bump", "disp", "decal", "refl", "norm")):
-                parts = line.split()
-                if len(parts) >= 2:
-                    textures.append(parts[-1].replace("\\", "/"))  # Windows-written .mtl files use backslashes
-    return textures
 
 
 def list_files(root: Path) -> tuple[list[str], list[dict]]:
@@ -214,52 +178,12 @@ def discover(root: Path, files: list[str] | None = None, use_manifest: bool = Tr
 # Pre-flight checks
 
 
-def _inside(root: Path, target: Path) -> bool:
-    root, target = root.resolve(), target.resolve()
-    return target == root or root in target.parents
-
-
 def preflight(asset: Asset, root: Path) -> str | None:
-    """A one-line reason this asset cannot be imported, found without Blender; None when it looks importable."""
+    """A one-line reason this asset cannot be imported, found without Blender; None when it looks importable.
+    Its references must stay inside the archive, checked as its importer resolves them (references.py)."""
     if asset.format == "fbx":
         with open(asset.path, "rb") as f:
             head = f.read(len(_FBX_BINARY_MAGIC))
         if head != _FBX_BINARY_MAGIC:
             return "unsupported ASCII FBX: Blender imports binary FBX only (re-export it as binary FBX)"
-    elif asset.format == "gltf":
-        return _check_gltf(asset.path, root)
-    elif asset.format == "obj":
-        return _check_obj(asset.path, root)
-    return None
-
-
-def _check_gltf(path: Path, root: Path) -> str | None:
-    try:
-        doc = json.loads(path.read_bytes())
-    except (ValueError, UnicodeDecodeError) as exc:
-        return f"not a valid glTF JSON file: {exc}"
-    if not isinstance(doc, dict):
-        return "not a valid glTF JSON file: top level is not an object"
-    for kind in ("buffers", "images"):
-        for item in doc.get(kind) or []:
-            uri = item.get("uri") if isinstance(item, dict) else None
-            if not uri or uri.startswith("data:"):
-                continue
-            target = path.parent / urllib.parse.unquote(uri)
-            if not _inside(root, target):
-                return f"glTF {kind[:-1]} refers outside the archive: {uri}"
-            if kind == "buffers" and not target.is_file():
-                return f"missing buffer: {uri} (referenced by {path.name}) is not in the archive"
-    return None
-
-
-def _check_obj(path: Path, root: Path) -> str | None:
-    for lib in _obj_mtllibs(path):
-        mtl = path.parent / lib
-        if not _inside(root, mtl):
-            return f"OBJ material library refers outside the archive: {lib}"
-        if mtl.is_file():
-            for tex in _mtl_textures(mtl):
-                if not _inside(root, mtl.parent / tex):
-                    return f"OBJ material refers to a texture outside the archive: {tex}"
-    return None
+    return check_references(asset.path, asset.format, root)

@@ -1,24 +1,26 @@
-"""LoRA on a flow model with PEFT, and the adapter file: PEFT's key format in safetensors, with what the adapter is
-for (stage, resolution, base checkpoint, dataset, recipe) in the safetensors header so it cannot be misapplied."""
+"""LoRA on a flow model with PEFT: attaching fresh adapters to train, and putting a saved adapter back on a model.
+The adapter file itself (its keys and self-describing header) belongs to the formats package."""
 
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from trellis2_worker.errors import InputError
+from trellis2_worker.formats.native import (  # noqa: F401 - re-exported: the trainer and tests use them from here
+    FORMAT,
+    FORMAT_VERSION,
+    adapter_state,
+    read_adapter_metadata,
+    save_adapter,
+    target_regex,
+)
 from trellis2_worker.train.recipe import TARGET_MODULES
 
-FORMAT = "trellis2-lora"
-FORMAT_VERSION = 1
-# The Linears inside `blocks.<i>` only; top-level layers (adaLN, input/out layers) stay untouched (§10.4).
-TARGET_REGEX = r"(.*\.)?blocks\.\d+\.(" + "|".join(re.escape(m) for m in TARGET_MODULES) + ")"
+TARGET_REGEX = target_regex(TARGET_MODULES)
 
 
 def lora_config(rank: int, alpha: float | None = None) -> LoraConfig:
@@ -35,34 +37,6 @@ def attach_lora(model: torch.nn.Module, rank: int, alpha: float | None = None) -
     for name, param in peft_model.named_parameters():
         param.requires_grad_("lora_" in name)
     return peft_model
-
-
-def adapter_state(peft_model: PeftModel) -> dict[str, torch.Tensor]:
-    """The LoRA weights under PEFT's file keys (`base_model.model.blocks.0.self_attn.to_qkv.lora_A.weight`)."""
-    return {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in get_peft_model_state_dict(peft_model).items()}
-
-
-def save_adapter(peft_model: PeftModel, path: str | Path, metadata: dict) -> None:
-    header = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
-              "target_modules": json.dumps(list(TARGET_MODULES))}
-    header.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
-    save_file(adapter_state(peft_model), str(path), metadata=header)
-
-
-def read_adapter_metadata(path: str | Path) -> dict:
-    """The adapter's header, with JSON-looking values decoded (numbers, lists)."""
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            raw = f.metadata() or {}
-    except Exception as exc:  # noqa: BLE001 - safetensors raises several kinds for a damaged file
-        raise InputError(f"{path} is not a safetensors adapter: {exc}") from exc
-    meta = {}
-    for k, v in raw.items():
-        try:
-            meta[k] = json.loads(v)
-        except (TypeError, ValueError):
-            meta[k] = v
-    return meta
 
 
 def load_adapter(model: torch.nn.Module, path: str | Path, denoiser: str, resolution: int | None = None) -> PeftModel:

@@ -4,7 +4,8 @@ import com.amazonaws.services.lambda.runtime.Context;
 import com.amazonaws.services.lambda.runtime.RequestHandler;
 import com.fasterxml.jackson.databind.JsonNode;
 import io.trellis2lora.core.api.Services;
-import io.trellis2lora.orchestration.S3ObjectStore;
+import io.trellis2lora.orchestration.Finalizer;
+import io.trellis2lora.orchestration.SqsWebhookQueue;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import software.amazon.awssdk.http.urlconnection.UrlConnectionHttpClient;
@@ -35,7 +36,7 @@ public class FinalizeHandler implements RequestHandler<JsonNode, JsonNode> {
                 SqsClient sqs = SqsClient.builder().httpClientBuilder(UrlConnectionHttpClient.builder()).build();
                 queue = new SqsWebhookQueue(sqs, queueUrl);
             }
-            finalizer = new Finalizer(new S3ObjectStore(services.s3(), services.config().requestsBucket()), queue);
+            finalizer = new Finalizer(services.requests(), queue);
         }
         return finalizer;
     }

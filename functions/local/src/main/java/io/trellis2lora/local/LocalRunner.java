@@ -4,22 +4,22 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.trellis2lora.core.InputRefusedException;
 import io.trellis2lora.core.Json;
-import io.trellis2lora.core.api.Assessment;
 import io.trellis2lora.core.api.StoredRequest;
+import io.trellis2lora.core.api.SubmitOperation;
 import io.trellis2lora.core.model.TrainingRequest;
 import io.trellis2lora.core.net.AddressPolicy;
 import io.trellis2lora.core.net.SafeHttp;
+import io.trellis2lora.core.storage.DirectoryObjectStore;
 import io.trellis2lora.core.storage.StorageLayout;
 import io.trellis2lora.core.validation.RequestValidator;
 import io.trellis2lora.core.zip.ArchiveOpener;
 import io.trellis2lora.core.zip.TempFileStager;
-import io.trellis2lora.finalize.Finalizer;
 import io.trellis2lora.local.asl.BatchSyncBinding;
 import io.trellis2lora.local.asl.Execution;
 import io.trellis2lora.local.asl.ExecutionListener;
 import io.trellis2lora.local.asl.LambdaBinding;
 import io.trellis2lora.local.asl.StateMachine;
-import io.trellis2lora.orchestration.DirectoryObjectStore;
+import io.trellis2lora.orchestration.Finalizer;
 import io.trellis2lora.orchestration.Preparer;
 import java.io.IOException;
 import java.io.InputStream;
@@ -98,14 +98,11 @@ public final class LocalRunner {
         }
         String requestId = LocalDateTime.now().format(DateTimeFormatter.ofPattern("yyyyMMdd-HHmmss")) + "-"
                 + UUID.randomUUID().toString().substring(0, 8);
-        Assessment a;
+        // The API's submit step on the storage directory; the execution is started by start() instead.
         try (SafeHttp http = new SafeHttp(AddressPolicy.fromEnvironment(System::getenv))) {
-            a = Assessment.of(request, new ArchiveOpener(null, http), new TempFileStager());
+            new SubmitOperation(new DirectoryObjectStore(out), new ArchiveOpener(null, http), id -> new TempFileStager(),
+                    stored -> { }).submit(request, requestId, null);
         }
-        StoredRequest stored = new StoredRequest(requestId, java.time.Instant.now().toString(), null, a.request(),
-                a.inputUri(), a.inspection(), a.estimate());
-        new DirectoryObjectStore(out).write(StorageLayout.requestJson(requestId),
-                Json.pretty(stored).getBytes(StandardCharsets.UTF_8), "application/json");
         return requestId;
     }
 

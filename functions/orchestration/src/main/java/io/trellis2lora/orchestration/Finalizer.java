@@ -1,4 +1,4 @@
-package io.trellis2lora.finalize;
+package io.trellis2lora.orchestration;
 
 import com.fasterxml.jackson.annotation.JsonInclude;
 import com.fasterxml.jackson.annotation.JsonProperty;
@@ -14,12 +14,8 @@ import io.trellis2lora.core.model.TrainingRequest;
 import io.trellis2lora.core.model.TrainingResult;
 import io.trellis2lora.core.pricing.PriceBreakdown;
 import io.trellis2lora.core.pricing.Pricing;
+import io.trellis2lora.core.storage.ObjectStore;
 import io.trellis2lora.core.storage.StorageLayout;
-import io.trellis2lora.orchestration.Keys;
-import io.trellis2lora.orchestration.ObjectStore;
-import io.trellis2lora.orchestration.OneLine;
-import io.trellis2lora.orchestration.Plan;
-import io.trellis2lora.orchestration.Preparer;
 import java.io.IOException;
 import java.time.Instant;
 import java.util.ArrayList;

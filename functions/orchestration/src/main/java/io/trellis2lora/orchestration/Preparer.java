@@ -8,6 +8,7 @@ import io.trellis2lora.core.model.Denoiser;
 import io.trellis2lora.core.model.TrainingRequest;
 import io.trellis2lora.core.pricing.PriceBreakdown;
 import io.trellis2lora.core.pricing.Pricing;
+import io.trellis2lora.core.storage.ObjectStore;
 import io.trellis2lora.core.storage.StorageLayout;
 import io.trellis2lora.core.zip.ArchiveOpener;
 import io.trellis2lora.core.zip.RangeSource;

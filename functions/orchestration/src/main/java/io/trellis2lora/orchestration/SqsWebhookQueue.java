@@ -1,4 +1,4 @@
-package io.trellis2lora.finalize;
+package io.trellis2lora.orchestration;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;

@@ -1,4 +1,4 @@
-package io.trellis2lora.upload;
+package io.trellis2lora.orchestration;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ArrayNode;
@@ -9,13 +9,12 @@ import io.trellis2lora.core.api.Assessment;
 import io.trellis2lora.core.api.StoredRequest;
 import io.trellis2lora.core.model.TrainingRequest;
 import io.trellis2lora.core.net.SafeHttp;
-import io.trellis2lora.core.storage.S3Objects;
+import io.trellis2lora.core.storage.S3ObjectStore;
 import io.trellis2lora.core.storage.S3Uri;
 import io.trellis2lora.core.storage.StorageLayout;
 import io.trellis2lora.core.validation.RequestValidator;
 import io.trellis2lora.core.zip.ArchiveOpener;
 import io.trellis2lora.core.zip.S3Stager;
-import io.trellis2lora.orchestration.Keys;
 import java.io.IOException;
 import java.net.URLDecoder;
 import java.nio.charset.StandardCharsets;
@@ -26,7 +25,6 @@ import java.util.ArrayList;
 import java.util.HexFormat;
 import java.util.List;
 import java.util.Map;
-import software.amazon.awssdk.core.sync.RequestBody;
 import software.amazon.awssdk.services.s3.S3Client;
 import software.amazon.awssdk.services.sfn.SfnClient;
 import software.amazon.awssdk.services.sfn.model.ExecutionAlreadyExistsException;
@@ -50,6 +48,7 @@ public final class UploadTrigger {
     private final SfnClient sfn;
     private final SafeHttp http;
     private final String requestsBucket;
+    private final S3ObjectStore requests;
     private final String stateMachineArn;
     private final RequestValidator validator = new RequestValidator(RequestValidator.Mode.CLOUD);
 
@@ -58,6 +57,7 @@ public final class UploadTrigger {
         this.sfn = sfn;
         this.http = http;
         this.requestsBucket = requestsBucket;
+        this.requests = new S3ObjectStore(s3, requestsBucket);
         this.stateMachineArn = stateMachineArn;
     }
 
@@ -98,7 +98,7 @@ public final class UploadTrigger {
         String requestKey = StorageLayout.requestJson(requestId);
 
         // request.json is written before the execution starts: finding it means this (key, ETag) came before.
-        boolean seen = exists(requestsBucket, requestKey);
+        boolean seen = requests.exists(requestKey);
         java.util.concurrent.atomic.AtomicReference<String> webhook = new java.util.concurrent.atomic.AtomicReference<>();
         if (!seen) {
             StoredRequest stored;
@@ -109,12 +109,10 @@ public final class UploadTrigger {
                 return new Outcome(key, Result.REFUSED, null, e.getMessage());
             }
             if (webhook.get() != null) {
-                String hook = Json.write(Map.of("url", webhook.get()));
-                s3.putObject(b -> b.bucket(requestsBucket).key(Keys.webhook(requestId)).contentType("application/json"),
-                        RequestBody.fromString(hook));
+                requests.write(Keys.webhook(requestId), Json.write(Map.of("url", webhook.get()))
+                        .getBytes(StandardCharsets.UTF_8), "application/json");
             }
-            s3.putObject(b -> b.bucket(requestsBucket).key(requestKey).contentType("application/json"),
-                    RequestBody.fromString(Json.pretty(stored)));
+            requests.write(requestKey, Json.pretty(stored).getBytes(StandardCharsets.UTF_8), "application/json");
         }
         String input = Json.write(Map.of("request_id", requestId, "requests_bucket", requestsBucket,
                 "request_key", requestKey));
@@ -133,7 +131,7 @@ public final class UploadTrigger {
                                  java.util.concurrent.atomic.AtomicReference<String> webhook) throws IOException {
         String sidecarKey = name + ".json";
         ObjectNode body;
-        byte[] sidecar = read(bucket, sidecarKey);
+        byte[] sidecar = new S3ObjectStore(s3, bucket).read(sidecarKey).orElse(null);
         if (sidecar == null) {
             body = Json.MAPPER.createObjectNode();
         } else {
@@ -177,16 +175,8 @@ public final class UploadTrigger {
         ArrayNode list = report.putArray("problems");
         problems.forEach(list::add);
         report.put("at", Instant.now().toString());
-        s3.putObject(b -> b.bucket(bucket).key(name + ".error.json").contentType("application/json"),
-                RequestBody.fromString(Json.pretty(report)));
-    }
-
-    private boolean exists(String bucket, String key) {
-        return S3Objects.exists(s3, bucket, key);
-    }
-
-    private byte[] read(String bucket, String key) {
-        return S3Objects.read(s3, bucket, key).orElse(null);
+        new S3ObjectStore(s3, bucket).write(name + ".error.json", Json.pretty(report).getBytes(StandardCharsets.UTF_8),
+                "application/json");
     }
 
     private static String firstLine(String s) {

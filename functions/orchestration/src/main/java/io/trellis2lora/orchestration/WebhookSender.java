@@ -1,4 +1,4 @@
-package io.trellis2lora.webhook;
+package io.trellis2lora.orchestration;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import io.trellis2lora.core.Json;

@@ -1,4 +1,4 @@
-package io.trellis2lora.finalize;
+package io.trellis2lora.orchestration;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
@@ -18,10 +18,7 @@ import io.trellis2lora.core.testing.TestPaths;
 import io.trellis2lora.core.validation.RequestValidator;
 import io.trellis2lora.core.zip.ArchiveOpener;
 import io.trellis2lora.core.zip.S3Stager;
-import io.trellis2lora.orchestration.Keys;
-import io.trellis2lora.orchestration.Plan;
-import io.trellis2lora.orchestration.Preparer;
-import io.trellis2lora.orchestration.S3ObjectStore;
+import io.trellis2lora.core.storage.S3ObjectStore;
 import java.io.ByteArrayOutputStream;
 import java.nio.file.Files;
 import java.util.List;

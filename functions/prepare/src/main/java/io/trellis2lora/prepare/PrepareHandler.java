@@ -7,7 +7,6 @@ import io.trellis2lora.core.Json;
 import io.trellis2lora.core.api.Services;
 import io.trellis2lora.core.zip.ArchiveOpener;
 import io.trellis2lora.orchestration.Preparer;
-import io.trellis2lora.orchestration.S3ObjectStore;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 
@@ -27,7 +26,7 @@ public class PrepareHandler implements RequestHandler<JsonNode, JsonNode> {
     private synchronized Preparer preparer() {
         if (preparer == null) {
             Services services = Services.fromEnvironment();
-            preparer = new Preparer(new S3ObjectStore(services.s3(), services.config().requestsBucket()),
+            preparer = new Preparer(services.requests(),
                     new ArchiveOpener(services.s3(), services.http()), System.getenv("TRELLIS2_BASE_MODEL"),
                     Preparer.options(System.getenv("TRELLIS2_PREPROCESS_OPTIONS")));
         }

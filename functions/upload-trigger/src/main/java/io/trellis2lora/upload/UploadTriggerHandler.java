@@ -5,6 +5,7 @@ import com.amazonaws.services.lambda.runtime.RequestHandler;
 import com.amazonaws.services.lambda.runtime.events.SQSBatchResponse;
 import com.amazonaws.services.lambda.runtime.events.SQSEvent;
 import io.trellis2lora.core.api.Services;
+import io.trellis2lora.orchestration.UploadTrigger;
 import java.util.ArrayList;
 import java.util.List;
 

@@ -13,6 +13,7 @@ import io.trellis2lora.core.storage.StorageLayout;
 import io.trellis2lora.core.testing.Moto;
 import io.trellis2lora.core.testing.TestPaths;
 import io.trellis2lora.core.testing.TestServices;
+import io.trellis2lora.orchestration.UploadTrigger;
 import java.io.ByteArrayOutputStream;
 import java.nio.file.Files;
 import java.util.List;

@@ -5,6 +5,7 @@ import com.amazonaws.services.lambda.runtime.RequestHandler;
 import com.amazonaws.services.lambda.runtime.events.SQSBatchResponse;
 import com.amazonaws.services.lambda.runtime.events.SQSEvent;
 import io.trellis2lora.core.net.AddressPolicy;
+import io.trellis2lora.orchestration.WebhookSender;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;

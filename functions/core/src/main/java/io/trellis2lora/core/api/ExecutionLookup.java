@@ -1,7 +1,7 @@
 package io.trellis2lora.core.api;
 
-import io.trellis2lora.core.storage.S3Objects;
 import io.trellis2lora.core.storage.StorageLayout;
+import java.io.IOException;
 import software.amazon.awssdk.services.sfn.model.DescribeExecutionResponse;
 import software.amazon.awssdk.services.sfn.model.ExecutionDoesNotExistException;
 
@@ -19,8 +19,8 @@ final class ExecutionLookup {
         }
     }
 
-    static boolean requestStored(Services services, String requestId) {
-        return S3Objects.exists(services.s3(), services.config().requestsBucket(), StorageLayout.requestJson(requestId));
+    static boolean requestStored(Services services, String requestId) throws IOException {
+        return services.requests().exists(StorageLayout.requestJson(requestId));
     }
 
     static ApiResponse notFound(String requestId) {

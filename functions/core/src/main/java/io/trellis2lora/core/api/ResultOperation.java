@@ -2,9 +2,9 @@ package io.trellis2lora.core.api;
 
 import io.trellis2lora.core.model.FileRef;
 import io.trellis2lora.core.model.TrainingResult;
-import io.trellis2lora.core.storage.S3Objects;
 import io.trellis2lora.core.storage.S3Uri;
 import io.trellis2lora.core.storage.StorageLayout;
+import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.util.Optional;
 import software.amazon.awssdk.services.sfn.model.DescribeExecutionResponse;
@@ -16,10 +16,9 @@ public final class ResultOperation extends ApiOperation {
     }
 
     @Override
-    protected ApiResponse process(ApiRequest request) {
+    protected ApiResponse process(ApiRequest request) throws IOException {
         String id = requestId(request);
-        Optional<byte[]> stored = S3Objects.read(services.s3(), services.config().requestsBucket(),
-                StorageLayout.resultJson(id));
+        Optional<byte[]> stored = services.requests().read(StorageLayout.resultJson(id));
         if (stored.isEmpty()) {
             return notReady(id);
         }
@@ -50,7 +49,7 @@ public final class ResultOperation extends ApiOperation {
         return f.withUrl(url);
     }
 
-    private ApiResponse notReady(String id) {
+    private ApiResponse notReady(String id) throws IOException {
         DescribeExecutionResponse d = ExecutionLookup.describe(services, id);
         if (d == null) {
             return ExecutionLookup.requestStored(services, id)

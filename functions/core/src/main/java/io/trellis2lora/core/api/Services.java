@@ -1,6 +1,8 @@
 package io.trellis2lora.core.api;
 
 import io.trellis2lora.core.net.SafeHttp;
+import io.trellis2lora.core.storage.ObjectStore;
+import io.trellis2lora.core.storage.S3ObjectStore;
 import software.amazon.awssdk.http.urlconnection.UrlConnectionHttpClient;
 import software.amazon.awssdk.services.s3.S3Client;
 import software.amazon.awssdk.services.s3.presigner.S3Presigner;
@@ -17,5 +19,10 @@ public record Services(PlatformConfig config, S3Client s3, S3Presigner presigner
                 S3Presigner.create(),
                 SfnClient.builder().httpClientBuilder(UrlConnectionHttpClient.builder()).build(),
                 new SafeHttp(config.addressPolicy()));
+    }
+
+    /** The requests bucket (request.json, results, adapters, datasets). */
+    public ObjectStore requests() {
+        return new S3ObjectStore(s3, config.requestsBucket());
     }
 }

@@ -2,6 +2,7 @@ package io.trellis2lora.core.api;
 
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.trellis2lora.core.Json;
+import java.io.IOException;
 import software.amazon.awssdk.services.sfn.model.DescribeExecutionResponse;
 import software.amazon.awssdk.services.sfn.model.ExecutionStatus;
 import software.amazon.awssdk.services.sfn.model.HistoryEvent;
@@ -16,7 +17,7 @@ public final class StatusOperation extends ApiOperation {
     }
 
     @Override
-    protected ApiResponse process(ApiRequest request) {
+    protected ApiResponse process(ApiRequest request) throws IOException {
         String id = requestId(request);
         ObjectNode out = Json.MAPPER.createObjectNode();
         out.put("request_id", id);

@@ -2,12 +2,15 @@ package io.trellis2lora.core.api;
 
 import com.fasterxml.jackson.annotation.JsonProperty;
 import io.trellis2lora.core.Json;
+import io.trellis2lora.core.model.TrainingRequest;
 import io.trellis2lora.core.pricing.PriceBreakdown;
-import io.trellis2lora.core.storage.S3Objects;
+import io.trellis2lora.core.storage.ObjectStore;
 import io.trellis2lora.core.storage.StorageLayout;
 import io.trellis2lora.core.validation.RequestValidator;
 import io.trellis2lora.core.zip.ArchiveOpener;
 import io.trellis2lora.core.zip.S3Stager;
+import io.trellis2lora.core.zip.Stager;
+import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
@@ -16,7 +19,7 @@ import java.util.HexFormat;
 import java.util.Map;
 import java.util.Optional;
 import java.util.UUID;
-import software.amazon.awssdk.core.sync.RequestBody;
+import java.util.function.Function;
 import software.amazon.awssdk.services.sfn.model.ExecutionAlreadyExistsException;
 
 /**
@@ -25,10 +28,38 @@ import software.amazon.awssdk.services.sfn.model.ExecutionAlreadyExistsException
  * request and answers with it instead of starting a second one.
  */
 public final class SubmitOperation extends ApiOperation {
-    private final RequestValidator validator = new RequestValidator(RequestValidator.Mode.CLOUD);
+    /** Starts the execution named by the request id once request.json is stored. */
+    public interface Executions {
+        void start(StoredRequest stored);
+    }
 
+    private final RequestValidator validator = new RequestValidator(RequestValidator.Mode.CLOUD);
+    private final ObjectStore requests;
+    private final ArchiveOpener opener;
+    private final Function<String, Stager> stagers;
+    private final Executions executions;
+
+    /** The API's: the requests bucket, https archives staged beside request.json, Step Functions executions. */
     public SubmitOperation(Services services) {
         super(services);
+        this.requests = services.requests();
+        this.opener = new ArchiveOpener(services.s3(), services.http());
+        this.stagers = requestId -> new S3Stager(services.s3(), services.config().requestsBucket(),
+                StorageLayout.stagedInput(requestId));
+        this.executions = this::startExecution;
+    }
+
+    /**
+     * Another place that submits (the local runner): its own store, opener, staging (a temporary file) and way to
+     * start executions; only {@link #submit} is used, never the HTTP side.
+     */
+    public SubmitOperation(ObjectStore requests, ArchiveOpener opener, Function<String, Stager> stagers,
+                           Executions executions) {
+        super(null);
+        this.requests = requests;
+        this.opener = opener;
+        this.stagers = stagers;
+        this.executions = executions;
     }
 
     public record Answer(
@@ -53,22 +84,28 @@ public final class SubmitOperation extends ApiOperation {
                     .toString();
             StoredRequest earlier = load(requestId);
             if (earlier != null) {
-                startExecution(earlier);
+                executions.start(earlier);
                 return ApiResponse.json(200, answer(earlier, request));
             }
         } else {
             requestId = UUID.randomUUID().toString();
         }
+        StoredRequest stored = submit(validator.parse(request.body()), requestId, keyHash);
+        return ApiResponse.json(202, answer(stored, request));
+    }
 
-        String bucket = services.config().requestsBucket();
-        Assessment a = Assessment.of(request.body(), validator, new ArchiveOpener(services.s3(), services.http()),
-                new S3Stager(services.s3(), bucket, StorageLayout.stagedInput(requestId)));
+    /**
+     * A validated request becomes {@code requestId}: its archive inspected and priced, request.json stored, the
+     * execution started.
+     */
+    public StoredRequest submit(TrainingRequest request, String requestId, String keyHash) throws IOException {
+        Assessment a = Assessment.of(request, opener, stagers.apply(requestId));
         StoredRequest stored = new StoredRequest(requestId, Instant.now().toString(), keyHash, a.request(),
                 a.inputUri(), a.inspection(), a.estimate());
-        services.s3().putObject(b -> b.bucket(bucket).key(StorageLayout.requestJson(requestId))
-                .contentType("application/json"), RequestBody.fromString(Json.pretty(stored)));
-        startExecution(stored);
-        return ApiResponse.json(202, answer(stored, request));
+        requests.write(StorageLayout.requestJson(requestId), Json.pretty(stored).getBytes(StandardCharsets.UTF_8),
+                "application/json");
+        executions.start(stored);
+        return stored;
     }
 
     /** Idempotent: Step Functions treats a repeated name with the same input as the same execution. */
@@ -85,9 +122,8 @@ public final class SubmitOperation extends ApiOperation {
         }
     }
 
-    private StoredRequest load(String requestId) throws Exception {
-        Optional<byte[]> json = S3Objects.read(services.s3(), services.config().requestsBucket(),
-                StorageLayout.requestJson(requestId));
+    private StoredRequest load(String requestId) throws IOException {
+        Optional<byte[]> json = requests.read(StorageLayout.requestJson(requestId));
         return json.isEmpty() ? null : Json.MAPPER.readValue(json.get(), StoredRequest.class);
     }
 
@@ -104,5 +140,4 @@ public final class SubmitOperation extends ApiOperation {
             throw new IllegalStateException(e);
         }
     }
-
 }

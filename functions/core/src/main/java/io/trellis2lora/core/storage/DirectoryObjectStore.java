@@ -1,4 +1,4 @@
-package io.trellis2lora.orchestration;
+package io.trellis2lora.core.storage;
 
 import java.io.IOException;
 import java.nio.file.AtomicMoveNotSupportedException;

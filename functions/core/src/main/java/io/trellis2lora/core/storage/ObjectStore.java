@@ -1,11 +1,11 @@
-package io.trellis2lora.orchestration;
+package io.trellis2lora.core.storage;
 
 import java.io.IOException;
 import java.util.Optional;
 
 /**
- * The requests bucket's keys (layout in core's StorageLayout): an S3 bucket in the cloud, a directory in local mode.
- * {@link #uri} is what the worker is handed: s3://bucket/key, or an absolute path.
+ * The one storage abstraction: keys (layout in {@link StorageLayout}) in an S3 bucket in the cloud, or in a directory
+ * that stands in for it in local mode. {@link #uri} is what the worker is handed: s3://bucket/key, or an absolute path.
  */
 public interface ObjectStore {
     String uri(String key);

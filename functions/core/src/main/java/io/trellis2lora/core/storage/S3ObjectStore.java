@@ -1,12 +1,12 @@
-package io.trellis2lora.orchestration;
+package io.trellis2lora.core.storage;
 
-import io.trellis2lora.core.storage.S3Objects;
-import io.trellis2lora.core.storage.S3Uri;
 import java.util.Optional;
 import software.amazon.awssdk.core.sync.RequestBody;
 import software.amazon.awssdk.services.s3.S3Client;
+import software.amazon.awssdk.services.s3.model.NoSuchKeyException;
+import software.amazon.awssdk.services.s3.model.S3Exception;
 
-/** The requests bucket. */
+/** One bucket: a missing key is an empty answer (or -1 for a size), any other S3 error stays an error. */
 public final class S3ObjectStore implements ObjectStore {
     private final S3Client s3;
     private final String bucket;
@@ -40,7 +40,11 @@ public final class S3ObjectStore implements ObjectStore {
 
     @Override
     public Optional<byte[]> read(String key) {
-        return S3Objects.read(s3, bucket, key);
+        try {
+            return Optional.of(s3.getObjectAsBytes(b -> b.bucket(bucket).key(key)).asByteArray());
+        } catch (S3Exception e) {
+            return absent(e, Optional.empty());
+        }
     }
 
     @Override
@@ -50,11 +54,23 @@ public final class S3ObjectStore implements ObjectStore {
 
     @Override
     public long size(String key) {
-        return S3Objects.size(s3, bucket, key).orElse(-1);
+        try {
+            return s3.headObject(b -> b.bucket(bucket).key(key)).contentLength();
+        } catch (S3Exception e) {
+            return absent(e, -1L);
+        }
     }
 
     @Override
     public void delete(String key) {
         s3.deleteObject(b -> b.bucket(bucket).key(key));
+    }
+
+    // HEAD answers a bare 404 rather than NoSuchKey, so both mean "absent".
+    private static <T> T absent(S3Exception e, T empty) {
+        if (e instanceof NoSuchKeyException || e.statusCode() == 404) {
+            return empty;
+        }
+        throw e;
     }
 }

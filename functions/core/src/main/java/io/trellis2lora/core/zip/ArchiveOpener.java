@@ -55,7 +55,8 @@ public final class ArchiveOpener {
                 long declared = resp.getEntity() == null ? -1 : resp.getEntity().getContentLength();
                 if (declared > ZipInspector.MAX_ARCHIVE_BYTES) {
                     throw new InputRefusedException(String.format(Locale.ROOT,
-                            "archive is %,d MB, over the 8192 MB limit", declared / (1024 * 1024)));
+                            "archive is %,d MB, over the %d MB limit", declared / (1024 * 1024),
+                            ZipInspector.MAX_ARCHIVE_BYTES / (1024 * 1024)));
                 }
                 if (resp.getEntity() == null) {
                     throw new InputRefusedException("data_url " + HttpRangeSource.shown(dataUrl) + " is empty");

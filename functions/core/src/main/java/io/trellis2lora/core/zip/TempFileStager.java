@@ -18,7 +18,8 @@ public final class TempFileStager implements Stager {
             for (int n; (n = body.read(buf)) > 0; ) {
                 total += n;
                 if (total > ZipInspector.MAX_ARCHIVE_BYTES) {
-                    throw new InputRefusedException("archive at " + sourceName + " is over the 8192 MB limit");
+                    throw new InputRefusedException("archive at " + sourceName + " is over the "
+                            + ZipInspector.MAX_ARCHIVE_BYTES / (1024 * 1024) + " MB limit");
                 }
                 out.write(buf, 0, n);
             }

@@ -8,12 +8,16 @@ import java.io.EOFException;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
+import java.nio.charset.CharacterCodingException;
 import java.nio.charset.Charset;
+import java.nio.charset.CodingErrorAction;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
+import java.util.HashSet;
 import java.util.List;
 import java.util.Locale;
 import java.util.Set;
+import java.util.TreeSet;
 import java.util.zip.DataFormatException;
 import java.util.zip.Inflater;
 
@@ -22,13 +26,18 @@ import java.util.zip.Inflater;
  * record (and the ZIP64 one when present), the central directory is then read in chunks, and only for a
  * preprocessed dataset is one more entry (prepared_dataset.json) fetched. Written by hand because
  * java.util.zip and commons-compress both want the whole file (or a seekable local channel) to list entries.
+ * The rules (limits, extensions, ignored paths) are {@link ArchiveRules}'s, and the way the directory is found and
+ * read (one end record, no data before the archive, names as bytes) is the worker's extraction's too
+ * (trellis2_worker.ingest.archive): both read the same entries from the same bytes, tested on one shared table of
+ * hostile archives (batch-containers/worker/tests/hostile_archives.json).
  */
 public final class ZipInspector {
-    public static final long MAX_ARCHIVE_BYTES = 8192L * 1024 * 1024;
-    public static final long MAX_UNCOMPRESSED_BYTES = 8L * 1024 * 1024 * 1024;
-    public static final Set<String> OBJECT_EXTENSIONS = Set.of(".glb", ".gltf", ".obj", ".fbx", ".stl", ".ply",
-            ".blend");
-    public static final String PREPARED_DATASET = "prepared_dataset.json";
+    public static final long MAX_ARCHIVE_BYTES = ArchiveRules.MAX_ARCHIVE_BYTES;
+    public static final long MAX_UNCOMPRESSED_BYTES = ArchiveRules.MAX_UNCOMPRESSED_BYTES;
+    public static final Set<String> OBJECT_EXTENSIONS = ArchiveRules.OBJECT_EXTENSIONS;
+    public static final String PREPARED_DATASET = ArchiveRules.PREPARED_DATASET_FILE;
+    private static final long MB = 1024 * 1024;
+    private static final double GB = 1024.0 * 1024 * 1024;
 
     static final int EOCD_SIG = 0x06054b50;
     static final int ZIP64_LOCATOR_SIG = 0x07064b50;
@@ -37,8 +46,8 @@ public final class ZipInspector {
     static final int LOC_SIG = 0x04034b50;
     static final int EOCD_LEN = 22;
     static final int MAX_COMMENT = 0xFFFF;
-    static final long MAX_CENTRAL_DIRECTORY = 512L * 1024 * 1024;
-    static final int MAX_PREPARED_JSON = 64 * 1024 * 1024;
+    static final long MAX_CENTRAL_DIRECTORY = ArchiveRules.MAX_CENTRAL_DIRECTORY_BYTES;
+    static final int MAX_PREPARED_JSON = ArchiveRules.PREPARED_DATASET_MAX_BYTES;
     static final int CHUNK = 4 * 1024 * 1024;
     /** Unsafe entries are listed up to this many, then counted, so one message stays readable. */
     static final int MAX_LISTED = 20;
@@ -54,10 +63,24 @@ public final class ZipInspector {
      *                   that check
      */
     public static ZipInspection inspect(RangeSource src, Integer resolution) throws IOException {
+        return inspectListing(src, resolution).inspection();
+    }
+
+    /**
+     * The inspection plus what the worker checks again before extracting (entries and declared bytes are in the
+     * inspection).
+     *
+     * @param objectPaths the 3D object files' canonical paths, sorted, for a raw archive; null for a preprocessed one
+     */
+    public record Inspected(ZipInspection inspection, List<String> objectPaths) {
+    }
+
+    /** As {@link #inspect}, with the object list. */
+    public static Inspected inspectListing(RangeSource src, Integer resolution) throws IOException {
         long size = src.size();
         if (size > MAX_ARCHIVE_BYTES) {
             throw new InputRefusedException(String.format(Locale.ROOT,
-                    "archive is %,d MB, over the 8192 MB limit", size / (1024 * 1024)));
+                    "archive is %,d MB, over the %d MB limit", size / MB, MAX_ARCHIVE_BYTES / MB));
         }
         if (size < EOCD_LEN) {
             throw new InputRefusedException("data_url is not a zip archive (" + size + " bytes; truncated?)");
@@ -66,10 +89,6 @@ public final class ZipInspector {
         long tailStart = size - tailLen;
         ByteBuffer tail = le(src.read(tailStart, tailLen));
         int eocd = findEocd(tail);
-        if (eocd < 0) {
-            throw new InputRefusedException("data_url is not a zip archive, or it is truncated: "
-                    + "no end-of-central-directory record at its end");
-        }
         int diskNo = u16(tail, eocd + 4);
         int cdDisk = u16(tail, eocd + 6);
         long entries = u16(tail, eocd + 10);
@@ -80,7 +99,7 @@ public final class ZipInspector {
         if (eocd >= 20 && tail.getInt(eocd - 20) == ZIP64_LOCATOR_SIG) {
             zip64 = true;
             long z64Pos = tail.getLong(eocd - 20 + 8);
-            if (z64Pos < 0 || z64Pos + 56 > eocdPos) {
+            if (z64Pos < 0 || z64Pos > eocdPos - 56) {
                 throw corrupt("the ZIP64 end-of-central-directory locator points outside the file");
             }
             ByteBuffer z = le(src.read(z64Pos, 56));
@@ -99,11 +118,17 @@ public final class ZipInspector {
         if (diskNo != 0 || cdDisk != 0) {
             throw new InputRefusedException("split (multi-part) zip archives are not supported; send a single .zip");
         }
-        if (entries < 0 || cdSize < 0 || cdOffset < 0 || cdOffset + cdSize > eocdPos) {
-            throw corrupt("the central directory lies beyond the end of the file (truncated?)");
+        if (entries < 0 || entries > ArchiveRules.MAX_ENTRIES) {
+            throw new InputRefusedException("archive holds " + Long.toUnsignedString(entries)
+                    + " entries, more than the " + ArchiveRules.MAX_ENTRIES + " limit");
         }
-        if (cdSize > MAX_CENTRAL_DIRECTORY) {
-            throw new InputRefusedException("the archive's central directory is over 512 MB; too many entries");
+        if (cdSize < 0 || cdSize > MAX_CENTRAL_DIRECTORY) {
+            throw new InputRefusedException("the archive's central directory is over " + MAX_CENTRAL_DIRECTORY / MB
+                    + " MB; too many entries");
+        }
+        // Exactly there: data before the archive would shift every offset, and readers differ on how to undo that.
+        if (cdOffset < 0 || cdOffset + cdSize != eocdPos) {
+            throw corrupt("the central directory does not end where the end-of-central-directory record begins");
         }
         if (entries * 46 > cdSize) {
             throw corrupt("the archive claims " + entries + " entries but its central directory is too small");
@@ -117,7 +142,7 @@ public final class ZipInspector {
         if (cd.remaining() != 0) {
             throw corrupt("the central directory holds more than the " + entries + " entries it announces");
         }
-        return scan.finish(src, size, (int) Math.min(entries, Integer.MAX_VALUE), zip64, resolution);
+        return scan.finish(src, size, (int) entries, zip64, resolution);
     }
 
     /** One central-directory record, with ZIP64 sizes resolved. */
@@ -131,7 +156,7 @@ public final class ZipInspector {
         }
 
         boolean isDirectory() {
-            return name.endsWith("/");
+            return name.replace('\\', '/').endsWith("/");
         }
     }
 
@@ -153,7 +178,7 @@ public final class ZipInspector {
         byte[] nameBytes = cd.next(nameLen);
         ByteBuffer extra = le(cd.next(extraLen));
         cd.next(commentLen);
-        String name = new String(nameBytes, (flags & 0x800) != 0 ? StandardCharsets.UTF_8 : CP437);
+        String name = decodeName(nameBytes, flags);
         // ZIP64 extended information: only the fields whose 32-bit value is saturated are present, in this order.
         int p = 0;
         while (p + 4 <= extraLen) {
@@ -188,10 +213,14 @@ public final class ZipInspector {
     private static final class Scan {
         final List<String> unsafe = new ArrayList<>();
         int unsafeCount;
-        int objects;
+        final List<String> objectPaths = new ArrayList<>();
         long uncompressed;
         Entry prepared;
         List<String> preparedElsewhere = new ArrayList<>();
+        final Set<String> seen = new HashSet<>();
+        String duplicate;
+        final Set<String> files = new HashSet<>();
+        final Set<String> folders = new HashSet<>();
 
         void entry(Entry e) {
             String name = e.name().replace('\\', '/');
@@ -207,14 +236,23 @@ public final class ZipInspector {
             if (uncompressed < 0) {
                 uncompressed = Long.MAX_VALUE;
             }
+            String canonical = ArchiveRules.canonical(name);
+            if (!seen.add(canonical) && duplicate == null) {
+                duplicate = canonical;
+            }
+            List<String> parts = ArchiveRules.parts(name);
+            for (int k = 1; k < parts.size(); k++) {
+                folders.add(String.join("/", parts.subList(0, k)));
+            }
+            (e.isDirectory() ? folders : files).add(canonical);
             if (e.isDirectory() || ignored(name)) {
                 return;
             }
-            String base = name.substring(name.lastIndexOf('/') + 1);
-            String lower = base.toLowerCase(Locale.ROOT);
+            String base = parts.get(parts.size() - 1);
             if (base.equals(PREPARED_DATASET)) {
                 // At the root, or under one top folder (a zipped dataset directory).
-                if (name.split("/").length <= 2 && (prepared == null || name.length() < prepared.name().length())) {
+                if (parts.size() <= ArchiveRules.PREPARED_DATASET_MAX_DEPTH
+                        && (prepared == null || name.length() < prepared.name().length())) {
                     prepared = new Entry(name, e.nameLength(), e.madeBy(), e.flags(), e.method(),
                             e.compressedSize(), e.uncompressedSize(), e.externalAttributes(), e.localHeaderOffset());
                 } else {
@@ -222,13 +260,12 @@ public final class ZipInspector {
                 }
                 return;
             }
-            int dot = lower.lastIndexOf('.');
-            if (dot > 0 && OBJECT_EXTENSIONS.contains(lower.substring(dot))) {
-                objects++;
+            if (ArchiveRules.isObject(canonical)) {
+                objectPaths.add(canonical);
             }
         }
 
-        ZipInspection finish(RangeSource src, long size, int entries, boolean zip64, Integer resolution)
+        Inspected finish(RangeSource src, long size, int entries, boolean zip64, Integer resolution)
                 throws IOException {
             if (unsafeCount > 0) {
                 List<String> problems = new ArrayList<>(unsafe);
@@ -237,11 +274,23 @@ public final class ZipInspector {
                 }
                 throw new InputRefusedException(problems);
             }
+            if (duplicate != null) {
+                throw new InputRefusedException("archive holds two entries named '" + printable(duplicate)
+                        + "' (duplicate entry name)");
+            }
+            Set<String> clashes = new TreeSet<>(files);
+            clashes.retainAll(folders);
+            if (!clashes.isEmpty()) {
+                throw new InputRefusedException("entry '" + printable(clashes.iterator().next())
+                        + "' is both a file and a folder in the archive");
+            }
             if (uncompressed > MAX_UNCOMPRESSED_BYTES) {
                 throw new InputRefusedException(String.format(Locale.ROOT,
-                        "archive would unpack to %.1f GB, over the 8 GB limit",
-                        uncompressed / (1024.0 * 1024 * 1024)));
+                        "archive would unpack to %.1f GB, over the %s GB limit", uncompressed / GB,
+                        new java.math.BigDecimal(MAX_UNCOMPRESSED_BYTES / GB).stripTrailingZeros().toPlainString()));
             }
+            objectPaths.sort(null);
+            int objects = objectPaths.size();
             if (prepared != null && objects > 0) {
                 throw new InputRefusedException("archive mixes " + objects + " raw 3D objects with a preprocessed "
                         + "dataset (" + prepared.name() + "); send either raw assets or a preprocessed dataset");
@@ -252,7 +301,8 @@ public final class ZipInspector {
                             + ".stl .ply .blend)" + (preparedElsewhere.isEmpty() ? ""
                             : "; " + preparedElsewhere.get(0) + " is too deep to count as a preprocessed dataset"));
                 }
-                return new ZipInspection(ZipInspection.Kind.RAW, objects, entries, size, uncompressed, zip64, null);
+                return new Inspected(new ZipInspection(ZipInspection.Kind.RAW, objects, entries, size, uncompressed,
+                        zip64, null), List.copyOf(objectPaths));
             }
             JsonNode doc = readPrepared(src, prepared);
             var info = preparedInfo(prepared.name(), doc);
@@ -262,8 +312,8 @@ public final class ZipInspector {
                         + "; send resolution " + info.resolution() + " or the raw assets");
             }
             int listed = doc.path("objects").size();
-            return new ZipInspection(ZipInspection.Kind.PREPROCESSED, listed, entries, size, uncompressed, zip64,
-                    info);
+            return new Inspected(new ZipInspection(ZipInspection.Kind.PREPROCESSED, listed, entries, size,
+                    uncompressed, zip64, info), null);
         }
     }
 
@@ -274,7 +324,7 @@ public final class ZipInspector {
         if (name.indexOf('\0') >= 0) {
             return "entry '" + printable(name) + "' has a NUL character in its name";
         }
-        if (name.startsWith("/") || name.matches("^[A-Za-z]:.*")) {
+        if (name.startsWith("/") || name.matches("(?s)^[A-Za-z]:.*")) {
             return "entry '" + printable(name) + "' has an absolute path";
         }
         for (String part : name.split("/")) {
@@ -288,17 +338,38 @@ public final class ZipInspector {
         if ((e.flags() & 1) != 0) {
             return "entry '" + printable(name) + "' is encrypted";
         }
+        if (!ArchiveRules.COMPRESSION_METHODS.containsKey(e.method())) {
+            return "entry '" + printable(name) + "' uses compression method " + e.method() + "; supported: "
+                    + String.join(", ", ArchiveRules.COMPRESSION_METHODS.values());
+        }
+        List<String> parts = ArchiveRules.parts(name);
+        boolean tooLong = String.join("/", parts).getBytes(StandardCharsets.UTF_8).length > ArchiveRules.MAX_NAME_BYTES
+                || parts.stream().anyMatch(p -> p.getBytes(StandardCharsets.UTF_8).length
+                > ArchiveRules.MAX_NAME_PART_BYTES);
+        if (tooLong) {
+            return "entry '" + printable(name) + "' has a name too long for the file system (over "
+                    + ArchiveRules.MAX_NAME_PART_BYTES + " bytes a part or " + ArchiveRules.MAX_NAME_BYTES
+                    + " in all)";
+        }
         return null;
     }
 
-    /** Hidden files and folders (any path part starting with '.') and macOS resource forks are not assets. */
     static boolean ignored(String name) {
-        for (String part : name.split("/")) {
-            if (part.startsWith(".") || part.equals("__MACOSX")) {
-                return true;
-            }
+        return ArchiveRules.ignored(name);
+    }
+
+    /** UTF-8 when the entry says so (and then strictly: the worker refuses what does not decode), else CP437. */
+    private static String decodeName(byte[] raw, int flags) {
+        if ((flags & 0x800) == 0) {
+            return new String(raw, CP437);
         }
-        return false;
+        try {
+            return StandardCharsets.UTF_8.newDecoder().onMalformedInput(CodingErrorAction.REPORT)
+                    .onUnmappableCharacter(CodingErrorAction.REPORT).decode(ByteBuffer.wrap(raw)).toString();
+        } catch (CharacterCodingException e) {
+            throw new InputRefusedException("entry '" + printable(new String(raw, StandardCharsets.UTF_8))
+                    + "' has a name that is not valid UTF-8");
+        }
     }
 
     private static JsonNode readPrepared(RangeSource src, Entry e) throws IOException {
@@ -389,14 +460,33 @@ public final class ZipInspector {
         }
     }
 
-    /** The EOCD closest to the end whose comment length fits what follows it. */
+    /**
+     * The one end-of-central-directory record whose comment runs exactly to the end of the file. An archive with a
+     * second such record, or one hidden in the comment, is refused: two readers could pick different ones.
+     */
     private static int findEocd(ByteBuffer tail) {
+        int found = -1;
+        int candidates = 0;
         for (int i = tail.limit() - EOCD_LEN; i >= 0; i--) {
-            if (tail.getInt(i) == EOCD_SIG && i + EOCD_LEN + u16(tail, i + 20) <= tail.limit()) {
-                return i;
+            if (tail.getInt(i) == EOCD_SIG && i + EOCD_LEN + u16(tail, i + 20) == tail.limit()) {
+                candidates++;
+                found = found < 0 ? i : found;
             }
         }
-        return -1;
+        if (found < 0) {
+            throw new InputRefusedException("not a zip archive, or it is truncated: "
+                    + "no end-of-central-directory record at its end");
+        }
+        for (int i = found + EOCD_LEN; i + 4 <= tail.limit(); i++) {
+            if (tail.getInt(i) == EOCD_SIG) {
+                candidates++;
+            }
+        }
+        if (candidates > 1) {
+            throw new InputRefusedException("archive has more than one end-of-central-directory record; "
+                    + "refusing an ambiguous archive");
+        }
+        return found;
     }
 
     private static InputRefusedException corrupt(String why) {

@@ -30,7 +30,7 @@ def test_a_mesh_against_itself_scores_perfectly():
     # spacing (0.5·√(area/N) ≈ 0.004 for this torus); distances to the surface must be far below that.
     torus = trimesh.creation.torus(major_radius=0.35, minor_radius=0.1, major_sections=48, minor_sections=24)
     m = mesh_metrics(torus, torus, samples=N, seed=3)
-    assert m["chamfer_l1"] < 1e-4 and m["chamfer_l2"] < 1e-6
+    assert m["chamfer_l1"] < 4e-4 and m["chamfer_l2"] < 1e-6
     assert m["fscore"] == {"0.01": pytest.approx(1.0, abs=1e-3), "0.02": pytest.approx(1.0, abs=1e-3)}
     assert m["normal_consistency"] > 0.99
     assert m["samples"] == N

@@ -27,7 +27,7 @@ from trellis2_worker.errors import InputError
 DEFAULT_SAMPLES = 100_000
 FSCORE_THRESHOLDS = (0.01, 0.02)
 MESH_SUFFIXES = (".glb", ".obj", ".ply", ".stl")
-_CANDIDATES = 8  # nearest samples whose faces are tried per point: more only helps at sharp creases
+_CANDIDATES = 8  # nearest samples whose faces are tried per point: 4 left Chamfer 2.6 % high on spheres 0.004 apart
 _CHUNK = 16_384  # points per projection batch: bounds the (chunk·candidates, 3, 3) triangle array to ~10 MB
 
 

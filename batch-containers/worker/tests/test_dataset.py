@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from trellis2_worker.errors import InputError
-from trellis2_worker.latents import DatasetStager, classify_archive, layout, open_dataset, validate_dataset
+from trellis2_worker.dataset import DatasetStager, classify_archive, layout, open_dataset, validate_dataset
 
 
 def _sha(i: int) -> str:

@@ -17,7 +17,7 @@ import pytest
 from conftest import SHARED
 from trellis2_worker.cli import main
 from trellis2_worker.ingest.discovery import SUPPORTED_FORMATS
-from trellis2_worker.latents import layout, open_dataset
+from trellis2_worker.dataset import layout, open_dataset
 
 pytestmark = pytest.mark.slow
 

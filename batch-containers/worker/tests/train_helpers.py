@@ -1,4 +1,4 @@
-"""Small preprocessed datasets for the train tests, written in the dataset zip format with the latents package's
+"""Small preprocessed datasets for the train tests, written in the dataset zip format with the dataset package's
 writer: random latents of the real shapes and small rendered-looking RGBA views (a disc on transparency)."""
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def make_dataset(out: Path, tokens: list[int], resolution: int = 512, seed: int 
     With `base` (a models.Base), the encoder checkpoints recorded are that base's, as preprocess would write them.
     `views` condition renders per object (preprocess writes 16; fewer keep the tests quick).
     """
-    from trellis2_worker.latents import DatasetStager
+    from trellis2_worker.dataset import DatasetStager
 
     rng = np.random.default_rng(seed)
     work = out.parent / (out.stem + "_staging")

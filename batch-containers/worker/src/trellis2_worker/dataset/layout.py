@@ -1,7 +1,7 @@
 """Names and shapes of the preprocessed dataset (the contract between `preprocess` and `train`).
 
-The directory names are the reference data toolkit's (spec data §0, §8), so a dataset unzipped next to the reference
-training code reads as one of its roots.
+The directory names are the reference data toolkit's (docs/data-formats.md#dataset-layout), so a dataset unzipped
+next to the reference training code reads as one of its roots.
 """
 
 from __future__ import annotations
@@ -10,20 +10,14 @@ import re
 
 FORMAT_VERSION = 1
 
-# Reference encoder checkpoint names; the latent directories are named after them (spec data §0).
+# Reference encoder checkpoint names; the latent directories are named after them (docs/data-formats.md#dataset-layout).
 SS_ENCODER_NAME = "ss_enc_conv3d_16l8_fp16"
 SHAPE_ENCODER_NAME = "shape_enc_next_dc_f16c32_fp16"
 TEX_ENCODER_NAME = "tex_enc_next_dc_f16c32_fp16"
 
-# `Base.load` keys of the three encoders (models API).
-SS_ENCODER_KEY = "sparse_structure_encoder"
-SHAPE_ENCODER_KEY = "shape_slat_encoder"
-TEX_ENCODER_KEY = "tex_slat_encoder"
-
 SS_GRID = 64  # occupancy grid the SS encoder consumes
 SS_LATENT_SHAPE = (8, 16, 16, 16)
 LATENT_DOWNSAMPLE = 16  # SC-VAE encoders: 4 stride-2 stages
-NUM_COND_VIEWS = 16
 RESOLUTIONS = (512, 1024)
 
 INFO_FILE = "prepared_dataset.json"
@@ -66,7 +60,8 @@ def transforms_path(sha: str) -> str:
     return f"{RENDERS_DIR}/{sha}/{TRANSFORMS_FILE}"
 
 
-# Reference column order for the columns this tool knows (spec data §11); extra manifest columns follow.
+# Reference column order for the columns this tool knows (docs/data-formats.md#metadata-csv); extra manifest columns
+# follow.
 METADATA_COLUMNS = (
     "sha256",
     "file_identifier",
@@ -89,3 +84,14 @@ METADATA_COLUMNS = (
     "pbr_latent_encoded",
     "pbr_latent_tokens",
 )
+
+
+def expected_files(info: dict) -> set[str]:
+    """Every file a dataset with this `prepared_dataset.json` must hold, and the only ones it may hold."""
+    res = int(info["resolution"])
+    names = {INFO_FILE, METADATA_FILE}
+    for o in info["objects"]:
+        sha = o["sha256"]
+        names |= {ss_path(sha), shape_path(sha, res), pbr_path(sha, res), transforms_path(sha)}
+        names |= {render_path(sha, i) for i in range(o["renders"])}
+    return names

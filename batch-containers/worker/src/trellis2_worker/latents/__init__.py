@@ -1,25 +1,21 @@
-"""Latents and the preprocessed dataset: encode O-Voxels into TRELLIS.2 latents, write / read / validate the dataset zip.
+"""Latents: encode O-Voxels into TRELLIS.2 latents and write them as the preprocessed dataset (`preprocess`).
 
-Readers (the train stage): `open_dataset(zip_or_dir) -> Dataset` with `.resolution`, `.base_model`, `.objects`
-(sha256 keys) and per-object `ss_latent`, `shape_latent`, `pbr_latent`, `renders`.
+The dataset format itself (names, reading, validation, writing) is the `trellis2_worker.dataset` package.
+`preprocess(input, resolution, base, output, ...) -> report` is the command; `encode_object(dump_dir, resolution,
+encoders)` one object's O-Voxels and latents.
 """
 
-from trellis2_worker.latents import layout
-from trellis2_worker.latents.dataset import (
-    Dataset,
-    DatasetStager,
-    SparseLatent,
-    classify_archive,
-    open_dataset,
-    validate_dataset,
-)
+# Imported on first use (PEP 562): torch takes seconds to import, and every `trellis2-worker` command loads this
+# package's CLI.
+_EXPORTS = {"EncodingError": "encode", "encode_object": "preprocess", "preprocess": "preprocess"}
 
-__all__ = [
-    "Dataset",
-    "DatasetStager",
-    "SparseLatent",
-    "classify_archive",
-    "layout",
-    "open_dataset",
-    "validate_dataset",
-]
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+
+
+__all__ = ["EncodingError", "encode_object", "preprocess"]

@@ -18,7 +18,7 @@ import zipfile
 from pathlib import Path
 
 from trellis2_worker.errors import InputError
-from trellis2_worker.latents import layout
+from trellis2_worker.dataset import layout
 
 
 class IngestCache:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from trellis2_worker.latents import layout
+from trellis2_worker.dataset import layout
 from trellis2_worker.latents.occupancy import occupancy_grid
 
 

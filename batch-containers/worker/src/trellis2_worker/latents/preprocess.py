@@ -21,14 +21,16 @@ import numpy as np
 
 from trellis2_worker import __version__
 from trellis2_worker.errors import InputError
-from trellis2_worker.latents import layout
-from trellis2_worker.latents.dataset import DatasetStager, classify_archive, save_sparse_latent, save_ss_latent, validate_dataset
+from trellis2_worker.dataset import (
+    DatasetStager, classify_archive, layout, save_sparse_latent, save_ss_latent, validate_dataset,
+)
 from trellis2_worker.latents.encode import EncodingError, encode_pbr, encode_shape, encode_ss, for_device
 from trellis2_worker.latents.occupancy import ss_occupancy
 
 log = logging.getLogger(__name__)
 
-ENCODER_KEYS = {"ss": layout.SS_ENCODER_KEY, "shape": layout.SHAPE_ENCODER_KEY, "pbr": layout.TEX_ENCODER_KEY}
+# `Base.load` keys of the three encoders (models API).
+ENCODER_KEYS = {"ss": "sparse_structure_encoder", "shape": "shape_slat_encoder", "pbr": "tex_slat_encoder"}
 DEFAULT_RENDER_SIZE = 1024  # the reference renders condition views at 1024²
 ENCODER_NAMES = {"ss": layout.SS_ENCODER_NAME, "shape": layout.SHAPE_ENCODER_NAME, "pbr": layout.TEX_ENCODER_NAME}
 

@@ -365,7 +365,7 @@ def compare_heldout(denoise: Denoise, peft_model, conditioner: Conditioner, obje
 def evaluate_adapter(adapter: str | Path, dataset: str | Path, base, device: str | None = None,
                      eval_objects: int = 16) -> dict:
     """Recomputes an adapter's held-out metric from the saved file: what the record says it should be."""
-    from trellis2_worker.latents import open_dataset
+    from trellis2_worker.dataset import open_dataset
 
     meta = lora_io.read_adapter_metadata(adapter)
     stage = STAGES[meta["denoiser"]]
@@ -460,7 +460,7 @@ def train(req: TrainRequest, base=None, on_step=None) -> dict:
     peft_model = restore = None
     try:
         from trellis2_worker import storage
-        from trellis2_worker.latents import open_dataset, validate_dataset
+        from trellis2_worker.dataset import open_dataset, validate_dataset
 
         local = storage.open_input(req.dataset, workdir / "in")
         summary = validate_dataset(local, resolution=req.resolution if stage.sparse else None)

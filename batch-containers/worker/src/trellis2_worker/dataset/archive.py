@@ -1,0 +1,159 @@
+"""The dataset's files, read from a zip or from the same tree unzipped, with every name checked before use.
+
+Names are refused when they escape the archive, are links or would expand the archive past the uncompressed cap; the
+dataset may sit at the top of the archive or inside one folder.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import stat
+import zipfile
+from pathlib import Path
+from typing import Iterable
+
+from trellis2_worker.dataset import layout
+from trellis2_worker.dataset.limits import MAX_UNCOMPRESSED_BYTES
+from trellis2_worker.errors import InputError
+
+# Raw 3D formats (and their usual side files) that mark an archive as raw assets rather than a dataset.
+RAW_ASSET_SUFFIXES = frozenset(
+    ".glb .gltf .obj .mtl .fbx .stl .ply .blend .dae .3ds .abc .usd .usda .usdc .usdz .x3d .wrl .off .vrm".split()
+)
+PICKLE_SUFFIXES = frozenset(".pkl .pickle .pt .pth .ckpt .joblib .npy".split())
+# Harmless clutter from desktop zip tools; skipped, never read.
+IGNORED_PARTS = ("__MACOSX",)
+IGNORED_NAMES = (".DS_Store", "Thumbs.db")
+
+
+class Source:
+    """Read-only access to the dataset's files by their path inside the dataset (posix, no prefix).
+
+    `outside` lists the files that sit outside the dataset folder (validation refuses them)."""
+
+    outside: list[str] = []
+
+    def names(self) -> list[str]:
+        raise NotImplementedError
+
+    def read(self, name: str) -> bytes:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class ZipSource(Source):
+    def __init__(self, path: Path):
+        try:
+            self._zip = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise InputError(f"{path.name} is not a readable zip archive: {exc}") from None
+        members = check_member_names(self._zip.infolist())
+        prefix = _dataset_prefix(members)
+        self._names = {m[len(prefix):]: m for m in members if m.startswith(prefix)}
+        self.outside = [m for m in members if not m.startswith(prefix)]
+
+    def names(self) -> list[str]:
+        return sorted(self._names)
+
+    def read(self, name: str) -> bytes:
+        try:
+            return self._zip.read(self._names[name])
+        except KeyError:
+            raise FileNotFoundError(name) from None
+
+    def close(self) -> None:
+        self._zip.close()
+
+
+class DirSource(Source):
+    def __init__(self, root: Path):
+        self._root = root.resolve()
+        names = []
+        for p in sorted(self._root.rglob("*")):
+            rel = p.relative_to(self._root).as_posix()
+            if p.is_symlink():
+                raise InputError(f"dataset entry {rel} is a symbolic link; links are not allowed")
+            if p.is_file() and not _ignored(rel):
+                names.append(rel)
+        prefix = _dataset_prefix(names)
+        self._names = {n[len(prefix):]: n for n in names if n.startswith(prefix)}
+        self.outside = [n for n in names if not n.startswith(prefix)]
+
+    def names(self) -> list[str]:
+        return sorted(self._names)
+
+    def read(self, name: str) -> bytes:
+        try:
+            return (self._root / self._names[name]).read_bytes()
+        except KeyError:
+            raise FileNotFoundError(name) from None
+
+
+def open_source(path: Path) -> Source:
+    return DirSource(path) if path.is_dir() else ZipSource(path)
+
+
+def _ignored(name: str) -> bool:
+    parts = name.split("/")
+    return any(p in IGNORED_PARTS for p in parts) or parts[-1] in IGNORED_NAMES
+
+
+def check_member_names(infos: Iterable[zipfile.ZipInfo]) -> list[str]:
+    """File member names of a user zip, refusing path escapes, links and zip bombs (directories and clutter dropped)."""
+    names, total = [], 0
+    for info in infos:
+        name = info.filename
+        if "\\" in name or name.startswith("/") or (len(name) > 1 and name[1] == ":") or "\x00" in name:
+            raise InputError(f"archive entry {name!r} has an absolute or non-portable path")
+        if any(part == ".." for part in name.split("/")):
+            raise InputError(f"archive entry {name!r} escapes the archive (path contains '..')")
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise InputError(f"archive entry {name!r} is a symbolic link; links are not allowed")
+        if info.is_dir() or _ignored(name):
+            continue
+        total += info.file_size
+        if total > MAX_UNCOMPRESSED_BYTES:
+            raise InputError(f"archive expands to more than {MAX_UNCOMPRESSED_BYTES >> 30} GiB; refusing it")
+        names.append(posixpath.normpath(name))
+    return names
+
+
+def _dataset_prefix(names: list[str]) -> str:
+    """'' or 'folder/' when the whole dataset was zipped inside one folder."""
+    infos = [n for n in names if posixpath.basename(n) == layout.INFO_FILE]
+    if len(infos) > 1:
+        raise InputError(f"archive holds {len(infos)} {layout.INFO_FILE} files; expected one dataset")
+    if not infos:
+        return ""
+    head = posixpath.dirname(infos[0])
+    if head.count("/") > 0:
+        raise InputError(f"{layout.INFO_FILE} is nested too deep ({infos[0]}); expected it at the top or in one folder")
+    return head + "/" if head else ""
+
+
+def classify_names(names: Iterable[str]) -> str:
+    """'dataset', 'raw' or 'mixed' from an archive's file names (no content read)."""
+    has_dataset = has_raw = False
+    for n in names:
+        parts = n.split("/")
+        if parts[-1] == layout.INFO_FILE or any(p in ("ss_latents", "shape_latents", "pbr_latents") for p in parts):
+            has_dataset = True
+        if posixpath.splitext(n)[1].lower() in RAW_ASSET_SUFFIXES:
+            has_raw = True
+    if has_dataset and has_raw:
+        return "mixed"
+    return "dataset" if has_dataset else "raw"
+
+
+def classify_archive(path: str | Path) -> str:
+    """'dataset', 'raw' or 'mixed' for a local zip or directory."""
+    path = Path(path)
+    if path.is_dir():
+        return classify_names(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return classify_names(check_member_names(zf.infolist()))
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InputError(f"{path.name} is not a readable zip archive: {exc}") from None

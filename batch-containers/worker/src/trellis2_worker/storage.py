@@ -1,22 +1,26 @@
 """Where the worker's inputs and outputs live: a local path, `s3://bucket/key` (boto3) or `https://` (read only).
 
 Every function takes a URI string. Local paths may be relative. Downloads are streamed to disk and stopped at
-`max_bytes` (the archive limit the Java side enforces), so a lying server cannot fill the disk.
+`max_bytes` (the archive limit the Java side enforces), so a lying server cannot fill the disk. A user's https URL
+is fetched under the same address policy as Java's SafeHttp (net.py), and a download given Prepare's record
+(`expect`: bytes and sha256) must be exactly the bytes Prepare inspected.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import tempfile
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
+from trellis2_worker import net
 from trellis2_worker.errors import InputError
 
-MAX_DOWNLOAD_BYTES = 8192 * 1024 * 1024  # the archive size limit (8192 MB), as the Java zip inspection has it
+# archive_rules.json's archive limit, as the Java zip inspection has it (read as a file: storage sits below ingest)
+MAX_DOWNLOAD_BYTES = json.loads((Path(__file__).parent / "ingest" / "archive_rules.json").read_text())["max_archive_bytes"]
 _CHUNK = 1 << 20
 
 
@@ -43,7 +47,7 @@ def _s3_client():
     return boto3.client("s3")
 
 
-def _copy_limited(src, dst, max_bytes: int, what: str) -> int:
+def _copy_limited(src, dst, max_bytes: int, what: str, digest=None) -> int:
     total = 0
     while True:
         chunk = src.read(_CHUNK)
@@ -52,14 +56,37 @@ def _copy_limited(src, dst, max_bytes: int, what: str) -> int:
         total += len(chunk)
         if total > max_bytes:
             raise InputError(f"{what} is larger than the {max_bytes // (1024 * 1024)} MB limit")
+        if digest is not None:
+            digest.update(chunk)
         dst.write(chunk)
 
 
-def download(uri: str, path: str | os.PathLike, max_bytes: int = MAX_DOWNLOAD_BYTES) -> Path:
-    """Copies the object at `uri` to the local file `path` (parents made), refusing more than `max_bytes`."""
+def _shown(uri: str) -> str:
+    """Scheme, host and path only: query strings often hold signatures."""
+    if not is_http(uri):
+        return uri
+    parts = urllib.parse.urlsplit(uri)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+
+
+def check_pinned(size: int, sha256: str, expect: dict | None, uri: str) -> None:
+    """Refuses bytes other than the ones Prepare inspected (its record's `bytes` and `sha256`)."""
+    if not expect:
+        return
+    if ("bytes" in expect and expect["bytes"] != size) or ("sha256" in expect and expect["sha256"] != sha256):
+        raise InputError(f"{_shown(uri)} is not the archive inspected when the request was made ({size:,} bytes, "
+                         f"sha256 {sha256[:12]}..., expected {expect.get('bytes', '?'):,} bytes, sha256 "
+                         f"{str(expect.get('sha256', '?'))[:12]}...); it changed after submission")
+
+
+def download(uri: str, path: str | os.PathLike, max_bytes: int = MAX_DOWNLOAD_BYTES,
+             expect: dict | None = None) -> Path:
+    """Copies the object at `uri` to the local file `path` (parents made), refusing more than `max_bytes`, and,
+    given Prepare's record `expect` ({"bytes", "sha256"}), anything but the bytes it inspected."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
+    digest = hashlib.sha256()
     try:
         if is_s3(uri):
             bucket, key = split_s3(uri)
@@ -72,44 +99,47 @@ def download(uri: str, path: str | os.PathLike, max_bytes: int = MAX_DOWNLOAD_BY
                 raise InputError(f"{uri} is larger than the {max_bytes // (1024 * 1024)} MB limit")
             body = client.get_object(Bucket=bucket, Key=key)["Body"]
             with open(tmp, "wb") as out:
-                _copy_limited(body, out, max_bytes, uri)
+                size = _copy_limited(body, out, max_bytes, uri, digest)
         elif is_http(uri):
-            if not uri.startswith("https://") and not os.environ.get("TRELLIS2_ALLOW_HTTP"):
-                raise InputError(f"only https:// URLs are accepted: {uri}")
-            request = urllib.request.Request(uri, headers={"User-Agent": "trellis2-worker"})
-            try:
-                response = urllib.request.urlopen(request, timeout=60)  # noqa: S310 - scheme checked above
-            except (urllib.error.URLError, OSError) as exc:
-                raise InputError(f"cannot download {uri}: {exc}") from exc
-            with response, open(tmp, "wb") as out:
+            with net.SafeHttp.from_environment().get(uri) as response, open(tmp, "wb") as out:
                 length = response.headers.get("Content-Length")
                 if length and length.isdigit() and int(length) > max_bytes:
-                    raise InputError(f"{uri} is larger than the {max_bytes // (1024 * 1024)} MB limit")
-                _copy_limited(response, out, max_bytes, uri)
+                    raise InputError(f"{_shown(uri)} is larger than the {max_bytes // (1024 * 1024)} MB limit")
+                size = _copy_limited(response, out, max_bytes, _shown(uri), digest)
         else:
             src = Path(uri)
             if not src.is_file():
                 raise InputError(f"no such file: {uri}")
             if src.stat().st_size > max_bytes:
                 raise InputError(f"{uri} is larger than the {max_bytes // (1024 * 1024)} MB limit")
-            shutil.copyfile(src, tmp)
+            with open(src, "rb") as f, open(tmp, "wb") as out:
+                size = _copy_limited(f, out, max_bytes, uri, digest)
+        check_pinned(size, digest.hexdigest(), expect, uri)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
 
 
-def open_input(uri: str, workdir: str | os.PathLike | None = None, max_bytes: int = MAX_DOWNLOAD_BYTES) -> Path:
+def open_input(uri: str, workdir: str | os.PathLike | None = None, max_bytes: int = MAX_DOWNLOAD_BYTES,
+               expect: dict | None = None) -> Path:
     """A local path holding the input: the path itself when local (file or directory), else a download into
-    `workdir` (a fresh temporary directory when not given; the caller removes it)."""
+    `workdir` (a fresh temporary directory when not given; the caller removes it). Given Prepare's record `expect`,
+    the bytes must be the inspected ones (a local file is hashed where it lies)."""
     if not (is_s3(uri) or is_http(uri)):
         local = Path(uri)
         if not local.exists():
             raise InputError(f"no such file or directory: {uri}")
+        if expect and local.is_file():
+            digest = hashlib.sha256()
+            with open(local, "rb") as f:
+                while chunk := f.read(_CHUNK):
+                    digest.update(chunk)
+            check_pinned(local.stat().st_size, digest.hexdigest(), expect, uri)
         return local
     workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="trellis2-input-"))
     name = Path(urllib.parse.urlparse(uri).path).name or "input"
-    return download(uri, workdir / name, max_bytes=max_bytes)
+    return download(uri, workdir / name, max_bytes=max_bytes, expect=expect)
 
 
 def write_bytes(uri: str, data: bytes) -> None:

@@ -196,3 +196,84 @@ def test_real_windows_written_obj_and_gltf_pass(shared_dir):
     real = SHARED / "assets/real/assimp"
     for rel, fmt in (("OBJ/spider.obj", "obj"), ("glTF2/ClearCoat-glTF/ClearCoatTest.gltf", "gltf")):
         assert check(real / rel, fmt, real) is None, rel
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# .blend and FBX: built with Blender itself, checked before the file opens (libraries) or inside the pass
+
+
+_BUILD = """
+import sys, bpy
+out, secret = sys.argv[1], sys.argv[2]
+bpy.ops.wm.read_factory_settings(use_empty=True)
+bpy.ops.mesh.primitive_cube_add()
+bpy.ops.wm.save_as_mainfile(filepath=out + "/lib.blend")
+# A file linking the cube from lib.blend: the library is read as the file opens.
+bpy.ops.wm.read_factory_settings(use_empty=True)
+with bpy.data.libraries.load(out + "/lib.blend", link=True) as (src, dst):
+    dst.objects = list(src.objects)
+for obj in dst.objects:
+    bpy.context.scene.collection.objects.link(obj)
+bpy.ops.wm.save_as_mainfile(filepath=out + "/linked.blend")
+# A cube whose material uses an unpacked image outside the archive, saved in a .blend and exported to FBX.
+bpy.ops.wm.read_factory_settings(use_empty=True)
+bpy.ops.mesh.primitive_cube_add()
+mat = bpy.data.materials.new("m")
+mat.use_nodes = True
+tex = mat.node_tree.nodes.new("ShaderNodeTexImage")
+tex.image = bpy.data.images.load(secret)
+mat.node_tree.links.new(tex.outputs["Color"], mat.node_tree.nodes["Principled BSDF"].inputs["Base Color"])
+bpy.context.object.data.materials.append(mat)
+bpy.ops.wm.save_as_mainfile(filepath=out + "/outside_image.blend", relative_remap=False)  # keeps it absolute
+bpy.ops.export_scene.fbx(filepath=out + "/outside_image.fbx", path_mode="ABSOLUTE", embed_textures=False)
+"""
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    import subprocess
+    import sys
+
+    base = tmp_path_factory.mktemp("blender_built")
+    archive = base / "archive"
+    archive.mkdir()
+    secret = base / "secret.png"
+    from PIL import Image
+
+    Image.new("RGB", (4, 4), (255, 0, 0)).save(secret)
+    made = subprocess.run([sys.executable, "-c", _BUILD, str(archive), str(secret)], capture_output=True, text=True,
+                          timeout=600)
+    assert made.returncode == 0, made.stderr[-2000:]
+    return archive
+
+
+@pytest.mark.slow
+def test_a_blend_linking_a_library_is_refused_before_it_opens(built):
+    assert ".blend links other .blend files" in check(built / "linked.blend", "blend", built)
+    assert check(built / "lib.blend", "blend", built) is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, expected", [
+    ("outside_image.blend", "image secret.png refers outside the archive"),
+    ("outside_image.fbx", "FBX texture refers outside the archive"),
+])
+def test_blend_and_fbx_images_outside_are_refused_in_the_sandboxed_pass(built, tmp_path, name, expected):
+    from trellis2_worker.ingest import ingest
+    from trellis2_worker.ingest.sandbox import landlock_abi
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    data = (built / name).read_bytes()
+    if name.endswith(".fbx"):
+        # Blender's exporter writes RelativeFilename, which the importer keeps inside the folder; without it the
+        # importer loads the absolute FileName (node names are length-prefixed: same length, same layout).
+        assert b"RelativeFilename" in data
+        data = data.replace(b"RelativeFilename", b"RelativeFilenamX")
+    (folder / name).write_bytes(data)
+    with pytest.raises(Exception, match="none of the 1 objects"):
+        ingest(str(folder), tmp_path / "out", render=False, progress=False)
+    report = json.loads((tmp_path / "out" / "ingest_report.json").read_text())
+    (entry,) = report["objects"]
+    assert expected in entry["reason"] and "outside the archive" in entry["reason"]
+    assert ("Landlock" in entry["sandbox"]) == (landlock_abi() > 0) and report["sandbox"] == [entry["sandbox"]]

@@ -11,6 +11,7 @@ it; the parent enforces the timeout, and this process caps its own memory before
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import os
@@ -23,9 +24,112 @@ from pathlib import Path
 
 import numpy as np
 
+from trellis2_worker.ingest import references as refs
+from trellis2_worker.ingest.sandbox import ENV as SANDBOX_ENV
+
 
 class AssetError(Exception):
     """The asset cannot be used; the message is the one-line reason the report shows."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Containment inside Blender: FBX references before import (with Blender's own FBX parser), and every external
+# path Blender holds after import, for every format (defence in depth behind discovery's checks and the sandbox).
+
+
+def check_fbx_textures(path: Path, root: Path) -> None:
+    """Refuses an FBX whose texture the importer would load from outside root, resolving each Video/Texture file
+    name as io_scene_fbx's blen_read_texture_image and bpy_extras.image_utils.load_image do: RelativeFilename
+    (leading separators stripped) joined to the file's folder, else FileName / Filename; backslashes as separators;
+    then the path itself (relative to the working folder, root), joined to the folder, and its basename there, each
+    also in the case found on disk; the recursive search walks the path's own folder."""
+    import bpy
+    from io_scene_fbx import parse_fbx
+
+    try:
+        elem, _version = parse_fbx.parse(str(path))
+    except Exception:  # noqa: BLE001 - the importer reports an unreadable file itself, having read nothing else
+        return
+    basedir = os.path.dirname(str(path))
+
+    def first_string(node, name: bytes):
+        for child in node.elems:
+            if child.id == name and child.props and isinstance(child.props[0], bytes):
+                return child.props[0].decode("utf-8", "replace")
+        return None
+
+    objects = [e for e in elem.elems if e.id == b"Objects"]
+    nodes = [e for o in objects for e in o.elems if e.id in (b"Video", b"Texture")]
+    for node in nodes:
+        filepath = first_string(node, b"RelativeFilename")
+        if filepath:
+            filepath = os.path.join(basedir, filepath.lstrip(os.path.sep).lstrip(os.path.altsep))
+        else:
+            filepath = first_string(node, b"FileName") or first_string(node, b"Filename")
+        if not filepath:
+            continue
+        written = filepath
+        filepath = bpy.path.native_pathsep(filepath.replace("\\", "/"))
+        variants = [filepath, os.path.join(basedir, filepath), os.path.join(basedir, bpy.path.basename(filepath))]
+        candidates = [c for v in variants for c in (v, bpy.path.resolve_ncase(v))]
+        found = next((c for c in candidates if os.path.exists(c)), None)
+        if found is not None and not refs.inside(root, found):
+            raise AssetError(f"FBX texture refers outside the archive: {refs.shown(written)}")
+        folder = os.path.dirname(filepath)
+        if found is None and folder and os.path.exists(folder) and not refs.inside(root, folder):
+            raise AssetError(f"FBX texture search would look outside the archive: {refs.shown(written)}")
+
+
+def contain(bpy, root: Path, warnings: list[str]) -> None:
+    """After import, before anything reads pixels: every library and external file Blender holds must lie inside
+    root. A missing outside file (an absolute path from the author's machine) is never read: an image is dropped,
+    anything else noted, with a warning; an outside file that exists, or any outside library, refuses the asset. Textures
+    past the side limit are refused from their headers (files or packed data), before Blender decodes them."""
+    for lib in bpy.data.libraries:
+        path = bpy.path.abspath(lib.filepath)
+        if not refs.inside(root, path):
+            raise AssetError(f"linked library refers outside the archive: {refs.shown(lib.filepath)}")
+    images = {}
+    for img in bpy.data.images:
+        if img.packed_file is None and img.source in ("FILE", "SEQUENCE", "MOVIE", "TILED") and img.filepath:
+            images[img.name] = bpy.path.abspath(img.filepath, library=img.library)
+    for name, path in images.items():
+        if refs.inside(root, path):
+            continue
+        if os.path.lexists(path):
+            raise AssetError(f"image {refs.shown(name)} refers outside the archive: {refs.shown(path)}")
+        img = bpy.data.images[name]
+        _unlink_image(bpy, img)
+        bpy.data.images.remove(img)
+        warnings.append(f"image {refs.shown(name)} refers outside the archive and was dropped: {refs.shown(path)}")
+    # packed=False leaves out packed data (bpy 4.5: True lists packed files' original paths too).
+    for path in bpy.utils.blend_paths(absolute=True, packed=False, local=False):
+        if not path or refs.inside(root, path) or path in images.values():
+            continue
+        if os.path.lexists(path):
+            raise AssetError(f"the file refers outside the archive: {refs.shown(path)}")
+        warnings.append(f"a missing file outside the archive is referred to and not used: {refs.shown(path)}")
+    for img in bpy.data.images:
+        what = f"texture {refs.shown(img.name)}"
+        try:
+            if img.packed_file is not None:
+                refs.texture_size_reason(io.BytesIO(img.packed_file.data), what)
+            elif img.source == "FILE" and img.filepath:
+                path = bpy.path.abspath(img.filepath, library=img.library)
+                if os.path.isfile(path):
+                    with open(path, "rb") as f:
+                        refs.texture_size_reason(f, what)
+        except refs.Refused as exc:
+            raise AssetError(str(exc)) from None
+
+
+def _unlink_image(bpy, image) -> None:
+    for mat in bpy.data.materials:
+        if mat.node_tree is None:
+            continue
+        for node in mat.node_tree.nodes:
+            if node.type == "TEX_IMAGE" and node.image == image:
+                node.image = None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -38,7 +142,8 @@ def _reset_scene(bpy) -> None:
     bpy.context.preferences.filepaths.use_scripts_auto_execute = False
 
 
-def load_asset(bpy, path: Path, fmt: str) -> None:
+def load_asset(bpy, path: Path, fmt: str, root: Path | None = None) -> None:
+    root = root or path.parent
     if fmt == "blend":
         # Open it as the main file (the reference starts Blender with the file), scripts disabled.
         bpy.context.preferences.filepaths.use_scripts_auto_execute = False
@@ -53,6 +158,7 @@ def load_asset(bpy, path: Path, fmt: str) -> None:
     elif fmt == "obj":
         bpy.ops.wm.obj_import(filepath=str(path))
     elif fmt == "fbx":
+        check_fbx_textures(path, root)
         bpy.ops.import_scene.fbx(filepath=str(path))
     elif fmt == "stl":
         bpy.ops.wm.stl_import(filepath=str(path))
@@ -528,16 +634,18 @@ def run(args) -> dict:
 
     started = time.time()
     src = Path(args.input)
+    root = Path(args.root) if args.root else src.parent
     try:
-        load_asset(bpy, src, args.format)
+        load_asset(bpy, src, args.format, root)
     except RuntimeError as exc:
         raise AssetError(f"importer error: {_importer_reason(exc)}") from exc
+    warnings: list[str] = []
+    contain(bpy, root, warnings)
     for mat in bpy.data.materials:
         _ensure_node_material(mat)
     scale, offset = normalize_scene(bpy)
     dump_dir = Path(args.dump_dir)
     dump_dir.mkdir(parents=True, exist_ok=True)
-    warnings: list[str] = []
     writer = _ImageWriter(dump_dir)
     materials = [dump_material(m, i, writer, warnings) for i, m in enumerate(bpy.data.materials)]
     index = {m.name: i for i, m in enumerate(bpy.data.materials)}
@@ -572,18 +680,27 @@ def run(args) -> dict:
 
 
 def _importer_reason(exc: BaseException) -> str:
-    """bpy wraps importer failures in RuntimeError with a traceback; keep the line that names the error."""
+    """bpy wraps importer failures in RuntimeError with a traceback; keep the line that names the error, with any
+    quoted text elided (importers quote what they read) and non-printable bytes escaped."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    reason = lines[-1] if lines else type(exc).__name__
     for line in reversed(lines):
         if re.match(r"^(Error: )?[A-Za-z_.]*(Error|Exception)\b", line) or line.startswith("Error: "):
-            return line.removeprefix("Error: ")[:300]
-    return (lines[-1] if lines else type(exc).__name__)[:300]
+            reason = line.removeprefix("Error: ")
+            break
+    return _elided(reason)
+
+
+def _elided(text: str) -> str:
+    """A message fit for the report: quoted text (what importers quote is what they read) elided, escaped, short."""
+    return refs.shown(re.sub(r"'[^']*'|\"[^\"]*\"", "'...'", text))
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="trellis2_worker.ingest.blender_pass")
     parser.add_argument("--input", required=True)
     parser.add_argument("--format", required=True)
+    parser.add_argument("--root", default="", help="the archive folder every file it uses must lie in")
     parser.add_argument("--dump-dir", required=True)
     parser.add_argument("--render-dir", default="")
     parser.add_argument("--render-size", type=int, default=1024)
@@ -609,11 +726,13 @@ def main(argv=None) -> int:
         result, code = {"ok": False, "reason": f"out of memory (cap {args.memory_mb} MB)"}, 3
     except Exception as exc:  # noqa: BLE001 - any Blender/bpy failure is this asset's failure, with its reason
         traceback.print_exc()
-        message = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        message = _elided(f"{type(exc).__name__}: {' '.join(str(exc).split())}")
         if args.memory_mb > 0 and any(s in message for s in ("failed to map", "cannot map", "Cannot allocate")):
             message = f"out of memory (cap {args.memory_mb} MB): {message}"
         result = {"ok": False, "reason": message[:300]}
         code = 3
+    sandbox = json.loads(os.environ.get(SANDBOX_ENV) or "{}")
+    result["sandbox"] = sandbox.get("summary", "none (run outside the sandbox launcher)")
     Path(args.result).write_text(json.dumps(result))
     sys.stdout.flush()
     # bpy's atexit teardown can take seconds on big scenes and has nothing left to do.

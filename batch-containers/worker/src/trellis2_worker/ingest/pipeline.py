@@ -66,28 +66,55 @@ _OOM_MARKS = ("bad_alloc", "MemoryError", "Cannot allocate", "cannot map", "fail
               "Resource temporarily unavailable")
 
 
+# Environment variables the Blender pass never needs and must not be able to hand on (cloud credentials, keys).
+_SECRET_ENV_PREFIXES = ("AWS_", "ECS_")
+_SECRET_ENV_WORDS = ("SECRET", "TOKEN", "PASSWORD", "CREDENTIAL", "_KEY")
+
+
+def _pass_env(work: Path) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if not k.upper().startswith(_SECRET_ENV_PREFIXES) and not any(w in k.upper() for w in _SECRET_ENV_WORDS)}
+    src = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    # Blender's temporary files and user folders go to the pass's own work folder, the one place it may write.
+    env["HOME"] = env["TMPDIR"] = str(work)
+    return env
+
+
 def run_blender_pass(asset: Asset, dump_dir: Path, render_dir: Path | None, *, render_size: int,
                      render_samples: int, threads: int, timeout_s: float, memory_mb: int, log_path: Path,
-                     views: int = NUM_COND_VIEWS, denoise: str = "accurate") -> dict:
-    """Runs the Blender pass for one asset in a child process; returns its result dict (ok or reason)."""
-    result_path = log_path.with_suffix(".result.json")
-    cmd = [
-        sys.executable, "-m", "trellis2_worker.ingest.blender_pass",
-        "--input", str(asset.path), "--format", asset.format, "--dump-dir", str(dump_dir),
+                     views: int = NUM_COND_VIEWS, denoise: str = "accurate", root: Path | None = None) -> dict:
+    """Runs the Blender pass for one asset in a child process, sandboxed (sandbox.py): it reads the asset's folder
+    `root` (default: the asset's own folder), writes only its dump and render folders and a work folder, and has no
+    network. Returns its result dict (ok or reason), with the protections it had under "sandbox"."""
+    root = Path(os.path.abspath(root if root is not None else asset.path.parent))
+    work = log_path.with_suffix("")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    result_path = work / "result.json"
+    writable = [dump_dir] + ([render_dir] if render_dir is not None else [])
+    for d in writable:
+        Path(d).mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "trellis2_worker.ingest.sandbox", "--read", str(root)]
+    for d in [*writable, work]:
+        cmd += ["--write", str(Path(d).resolve())]
+    cmd += [
+        "--", sys.executable, "-m", "trellis2_worker.ingest.blender_pass",
+        "--input", os.path.abspath(asset.path), "--format", asset.format, "--root", str(root),
+        "--dump-dir", str(Path(dump_dir).resolve()),
         "--render-size", str(render_size), "--render-samples", str(render_samples), "--views", str(views),
         "--denoise", denoise,
         "--seed", str(seed_for(asset.sha256)), "--threads", str(threads), "--memory-mb", str(memory_mb),
         "--result", str(result_path),
     ]
     if render_dir is not None:
-        cmd += ["--render-dir", str(render_dir)]
-    env = dict(os.environ)
-    src = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        cmd += ["--render-dir", str(Path(render_dir).resolve())]
+    env = _pass_env(work)
     started = time.time()
     with open(log_path, "wb") as log:
+        # Its working folder is the archive's: Blender's OBJ importer tries a texture path relative to it.
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                start_new_session=True)
+                                cwd=root, start_new_session=True)
         try:
             code = proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -95,18 +122,25 @@ def run_blender_pass(asset: Asset, dump_dir: Path, render_dir: Path | None, *, r
             proc.wait()
             return {"ok": False, "reason": f"timeout: the Blender pass took more than {timeout_s:.0f} s"}
     seconds = time.time() - started
-    if result_path.is_file():
-        result = json.loads(result_path.read_text())
-        result["seconds"] = round(seconds, 3)
-        return result
     log_text = log_path.read_text(errors="replace")
+    result = _outcome(result_path, log_text, code, memory_mb)
+    result["seconds"] = round(seconds, 3)
+    if "sandbox" not in result:  # it never got to say: the launcher's own line in the log
+        lines = [ln for ln in log_text.splitlines() if ln.startswith("sandbox: ")]
+        result["sandbox"] = lines[0].removeprefix("sandbox: ") if lines else "not started"
+    return result
+
+
+def _outcome(result_path: Path, log_text: str, code: int, memory_mb: int) -> dict:
+    if result_path.is_file():
+        return json.loads(result_path.read_text())
     if code < 0:
         sig = signal.Signals(-code).name
         if any(s in log_text for s in _OOM_MARKS):
             return {"ok": False, "reason": f"out of memory (cap {memory_mb} MB): Blender crashed with {sig}"}
         hint = f" (likely out of memory, cap {memory_mb} MB)" if -code == signal.SIGKILL else ""
         return {"ok": False, "reason": f"Blender crashed with {sig}{hint}"}
-    tail = log_text.strip().splitlines()[-1:] or [""]
+    tail = [ln for ln in log_text.strip().splitlines() if not ln.startswith("sandbox: ")][-1:] or [""]
     return {"ok": False, "reason": f"Blender exited with code {code}: {tail[0][:200]}"}
 
 
@@ -176,7 +210,7 @@ def ingest(input_uri: str, out_dir: str | os.PathLike, render_size: int = 1024, 
                 result = run_blender_pass(
                     asset, dump_dir, render_dir, render_size=render_size, render_samples=render_samples,
                     threads=threads, timeout_s=timeout_s, memory_mb=memory_mb,
-                    log_path=logs / f"{asset.sha256}.log", denoise=denoise,
+                    log_path=logs / f"{asset.sha256}.log", denoise=denoise, root=root,
                 )
                 if not result.get("ok"):
                     for d in (dump_dir, render_dir):
@@ -221,6 +255,8 @@ def _write_outputs(out: Path, input_uri: str, found, results: dict, render: bool
         rows.append(row)
         entry = {"file": asset.local_path, "sha256": asset.sha256, "format": asset.format, "size": asset.size,
                  "status": "succeeded" if ok else "failed", "seconds": res.get("seconds")}
+        if res.get("sandbox"):
+            entry["sandbox"] = res["sandbox"]  # which protections its Blender pass ran under
         if ok:
             entry.update({k: res[k] for k in ("num_vertices", "num_faces", "num_materials", "num_basecolor_tex",
                                                 "num_metallic_tex", "num_roughness_tex", "num_alpha_tex")})
@@ -246,6 +282,8 @@ def _write_outputs(out: Path, input_uri: str, found, results: dict, render: bool
         "manifest_missing": found.manifest_missing,
         "manifest_unsupported": found.manifest_unsupported,
         "skipped": found.skipped,
+        # The protections the Blender passes had (one line each kind; objects refused before Blender have none).
+        "sandbox": sorted({o["sandbox"] for o in objects if o.get("sandbox")}),
         "render_size": render_size if render else None,
         "render_samples": render_samples if render else None,
         "views": NUM_COND_VIEWS if render else 0,

@@ -34,7 +34,6 @@ from pathlib import Path
 MAX_TEXTURE_SIDE = 8192
 _SHOWN = 160  # characters of a reference shown in a reason
 _GLB_MAGIC = b"glTF"
-_BLEND_MAGICS = (b"BLENDER", b"\x1f\x8b", b"\x28\xb5\x2f\xfd")  # plain, gzip, zstd
 
 
 class Refused(Exception):
@@ -86,10 +85,7 @@ def references(path: Path, fmt: str, root: Path) -> list[Reference]:
     if kind == "obj":
         return _obj_references(path, root)
     if kind == "blend":
-        with open(path, "rb") as f:
-            head = f.read(7)
-        if not head.startswith(_BLEND_MAGICS):
-            raise Refused("not a .blend file (no Blender file header)")
+        _check_blend(path)
     return []
 
 
@@ -130,6 +126,68 @@ def texture_size_reason(stream, what: str) -> None:
         return
     if max(width, height) > MAX_TEXTURE_SIDE:
         raise Refused(f"{what} is {width}x{height} pixels, over the {MAX_TEXTURE_SIDE}-pixel side limit")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# .blend: a library (another .blend) is read while the file opens, before any check inside Blender could run, so
+# a file that links one is refused from its block list. Its images, fonts, caches... are read later and checked
+# inside the Blender pass.
+
+
+def _check_blend(path: Path) -> None:
+    """Walks the block headers (as bpy's blend_render_info.py does, gzip and zstd included) and refuses a file
+    holding a library block ('LI') or that cannot be walked to its end."""
+    with open(path, "rb") as raw:
+        head = raw.read(4)
+        raw.seek(0)
+        if head[:2] == b"\x1f\x8b":
+            import gzip
+            stream = gzip.open(raw, "rb")
+        elif head == b"\x28\xb5\x2f\xfd":
+            import zstandard
+            stream = zstandard.open(raw, "rb")
+        else:
+            stream = raw
+        try:
+            _walk_blend(stream)
+        except (OSError, EOFError, struct.error, ValueError):
+            raise Refused("not a readable .blend file (its block list is damaged)") from None
+        finally:
+            if stream is not raw:
+                stream.close()
+
+
+def _walk_blend(f) -> None:
+    header = f.read(12)
+    if not header.startswith(b"BLENDER"):
+        raise Refused("not a .blend file (no Blender file header)")
+    if header[7:9].isdigit():  # the newer header, "BLENDER17-01v0500": 64-bit blocks with 64-bit lengths
+        size, fmt = int(header[7:9]), header[10:12]
+        if fmt != b"01" or size < 12:
+            raise Refused("a .blend in a file format this Blender does not read")
+        f.read(size - 12)
+        layout, bhead = "<4siQqq", 32
+    else:
+        order = ">" if header[8:9] == b"V" else "<"
+        layout, bhead = (order + "4si" + ("Q" if header[7:8] == b"-" else "I") + "ii"), \
+            (24 if header[7:8] == b"-" else 20)
+    while True:
+        block = f.read(bhead)
+        if len(block) < 8:
+            raise ValueError("truncated")
+        fields = struct.unpack(layout, block)
+        code, length = fields[0], (fields[3] if bhead == 32 else fields[1])
+        if code == b"ENDB":
+            return
+        if code == b"LI\0\0":
+            raise Refused(".blend links other .blend files (libraries); save it with its data appended or packed")
+        if length < 0:
+            raise ValueError("negative block")
+        while length > 0:  # skip the block's data (a forward read: compressed streams cannot seek back)
+            chunk = f.read(min(length, 1 << 20))
+            if not chunk:
+                raise ValueError("truncated")
+            length -= len(chunk)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 import stat
 import struct
@@ -278,3 +279,39 @@ def test_a_clash_the_file_system_finds_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="entry 'x' is both a file and a folder") as err:
         extract_zip(archive, dest)
     assert str(tmp_path) not in str(err.value)
+
+
+def _record(archive: Path) -> dict:
+    listing = read_listing(archive)
+    return {"bytes": archive.stat().st_size, "sha256": sha256_file(archive), "entries": len(listing.entries),
+            "declared_bytes": listing.declared_bytes, "objects": listing.objects}
+
+
+def test_recorded_input_is_the_inspected_archive_or_exit_2(tmp_path, capsys):
+    from trellis2_worker.cli import main
+    from trellis2_worker.ingest import recorded_input
+
+    archive = _zip(tmp_path / "a.zip", {"a.obj": TRIANGLE_OBJ})
+    record = tmp_path / "input.json"
+    record.write_text(json.dumps(_record(archive)))
+    with recorded_input(str(archive), str(record)) as local:
+        assert Path(local).read_bytes() == archive.read_bytes()
+    # The server (or the bucket) now holds another archive with the same name: refused before any work, exit 2.
+    _zip(archive, {"a.obj": TRIANGLE_OBJ, "b.obj": TRIANGLE_OBJ + b"v 3 3 3\n"})
+    report = tmp_path / "report.json"
+    code = main(["preprocess", "--input", str(archive), "--input-record", str(record), "--resolution", "512",
+                 "--base", "tiny", "--output", str(tmp_path / "ds.zip"), "--report", str(report)])
+    assert code == 2
+    error = json.loads(report.read_text())["error"]
+    assert "is not the archive inspected when the request was made" in error
+    assert not (tmp_path / "ds.zip").exists()
+    # Same bytes and size, but Prepare recorded other objects (a record for another archive): refused too.
+    record.write_text(json.dumps({**_record(archive), "objects": ["a.obj"]}))
+    with pytest.raises(InputError, match="different 3D objects"):
+        with recorded_input(str(archive), str(record)):
+            pass
+    # A user's preprocessed dataset handed to a training job is pinned the same way.
+    code = main(["train", "--dataset", str(archive), "--dataset-record", str(tmp_path / "input.json"),
+                 "--denoiser", "geometry", "--base", "tiny", "--output", str(tmp_path / "g.safetensors"),
+                 "--report", str(report)])
+    assert code == 2 and "different 3D objects" in json.loads(report.read_text())["error"]

@@ -3,9 +3,9 @@
 Public surface: `ingest(input_uri, out_dir, ...) -> report dict`, plus the pieces other stages and tests use.
 """
 
-from trellis2_worker.ingest.archive import extract_zip
+from trellis2_worker.ingest.archive import extract_zip, recorded_input
 from trellis2_worker.ingest.discovery import SUPPORTED_FORMATS, discover
 from trellis2_worker.ingest.pipeline import METADATA_COLUMNS, ingest
 from trellis2_worker.ingest.samples import make_samples
 
-__all__ = ["METADATA_COLUMNS", "SUPPORTED_FORMATS", "discover", "extract_zip", "ingest", "make_samples"]
+__all__ = ["METADATA_COLUMNS", "SUPPORTED_FORMATS", "discover", "extract_zip", "ingest", "make_samples", "recorded_input"]

@@ -10,16 +10,20 @@ Every limit is checked from the declared sizes before anything is inflated; the 
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import json
 import os
+import shutil
 import stat
+import tempfile
 import struct
 import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from trellis2_worker.errors import InputError
+from trellis2_worker.errors import InputError, WorkerError
 from trellis2_worker.ingest.rules import (
     MAX_ARCHIVE_BYTES,
     MAX_CENTRAL_DIRECTORY_BYTES,
@@ -357,3 +361,28 @@ def _why(exc: BaseException) -> str:
     if isinstance(exc, zlib.error):
         return "its compressed data cannot be inflated"
     return text.split(":")[0] if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def recorded_input(uri: str, record_uri: str | None):
+    """The job's input as the bytes Prepare inspected: with Prepare's record (requests/<id>/input.json: bytes,
+    sha256, entries, declared_bytes, objects), the input is fetched once into a temporary directory, checked against
+    the record (InputError, exit 2, when it is not the same archive) and its local path yielded; without a record
+    the URI itself. The dataset key Prepare chose is the sha256 checked here, so the cache holds what was hashed."""
+    if not record_uri:
+        yield uri
+        return
+    from trellis2_worker import storage
+
+    try:
+        record = json.loads(storage.read_bytes(record_uri, max_bytes=512 * MB))
+    except ValueError as exc:
+        raise WorkerError(f"Prepare's input record is not JSON: {exc}") from None
+    work = Path(tempfile.mkdtemp(prefix="trellis2-recorded-"))
+    try:
+        local = storage.open_input(uri, work, expect=record)
+        if local.is_file():
+            check_expected(read_listing(local), record)
+        yield str(local)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -21,16 +21,22 @@ def register(subparsers) -> None:
     p.add_argument("--cache-dir", default=None,
                    help="per-object cache, so a rerun continues where it stopped "
                    "(default $TRELLIS2_PREPROCESS_CACHE or ~/.cache/trellis2-lora/preprocess)")
+    p.add_argument("--input-record", default=None,
+                   help="Prepare's record of the inspected input (bytes, sha256, entries, objects): the input must "
+                   "be that archive (exit 2 otherwise)")
     p.add_argument("--allow-other-base", action="store_true",
                    help="accept a preprocessed dataset made for another base model")
     p.set_defaults(func=run)
 
 
 def run(args) -> dict:
-    from trellis2_worker.latents.preprocess import preprocess
+    from trellis2_worker.ingest import recorded_input
 
-    return preprocess(
-        args.input, args.resolution, args.base, args.output,
-        render_size=args.render_size, workers=args.workers, cache_dir=args.cache_dir,
-        allow_other_base=args.allow_other_base,
-    )
+    with recorded_input(args.input, args.input_record) as input_uri:  # checked before the heavy imports
+        from trellis2_worker.latents.preprocess import preprocess
+
+        return preprocess(
+            input_uri, args.resolution, args.base, args.output,
+            render_size=args.render_size, workers=args.workers, cache_dir=args.cache_dir,
+            allow_other_base=args.allow_other_base,
+        )

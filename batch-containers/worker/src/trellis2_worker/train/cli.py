@@ -16,6 +16,9 @@ def register(subparsers) -> None:
                     "beside it. A checkpoint (.checkpoint.safetensors) is kept there while it runs; rerunning the "
                     "same command after a stop resumes from it.")
     p.add_argument("--dataset", required=True, help="preprocessed dataset: local .zip/dir or s3:// / https:// URI")
+    p.add_argument("--dataset-record", default=None,
+                   help="Prepare's record of a user's preprocessed dataset (bytes, sha256): the dataset must be "
+                   "those bytes (exit 2 otherwise)")
     p.add_argument("--denoiser", required=True, choices=sorted(STAGES))
     p.add_argument("--resolution", type=int, default=512, choices=RESOLUTIONS)
     p.add_argument("--rank", type=int, default=32, help="LoRA rank (alpha = rank)")
@@ -42,12 +45,16 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from trellis2_worker.train.trainer import TrainRequest, train
+    from trellis2_worker.ingest import recorded_input
+    from trellis2_worker.train.request import TrainRequest
+    from trellis2_worker.train.trainer import train
 
-    return train(TrainRequest(
-        dataset=args.dataset, denoiser=args.denoiser, resolution=args.resolution, rank=args.rank,
-        learning_rate=args.learning_rate, training_steps=args.training_steps, output=args.output, base=args.base,
-        batch_size=args.batch_size, max_tokens_per_micro_batch=args.max_tokens_per_micro_batch,
-        checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device,
-        gradient_checkpointing=args.gradient_checkpointing, eval_objects=args.eval_objects,
-        condition_cache_gb=args.condition_cache_gb, progress=args.progress))
+    # A user's preprocessed dataset must be the bytes Prepare inspected (fetched once, checked, then trained on).
+    with recorded_input(args.dataset, args.dataset_record) as dataset:
+        return train(TrainRequest(
+            dataset=dataset, denoiser=args.denoiser, resolution=args.resolution, rank=args.rank,
+            learning_rate=args.learning_rate, training_steps=args.training_steps, output=args.output,
+            base=args.base, batch_size=args.batch_size, max_tokens_per_micro_batch=args.max_tokens_per_micro_batch,
+            checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device,
+            gradient_checkpointing=args.gradient_checkpointing, eval_objects=args.eval_objects,
+            condition_cache_gb=args.condition_cache_gb, progress=args.progress))

@@ -122,10 +122,11 @@ public final class Finalizer {
                 } else if (size < 0) {
                     failed.add(new Failure(d, "the training job succeeded but left no adapter file"));
                 } else {
-                    adapters.add(new Adapter(d, request.resolution(), new FileRef(
-                            store.uri(StorageLayout.adapter(requestId, d)), "application/octet-stream",
-                            d.wireName() + ".safetensors", size),
-                            request.rank(), request.trainingSteps(), request.learningRate()));
+                    try {
+                        adapters.add(adapterRecord(requestId, d, request));
+                    } catch (BadRecord e) {
+                        failed.add(new Failure(d, OneLine.of(e.getMessage())));
+                    }
                 }
             }
             for (Failure f : failed) {
@@ -161,6 +162,87 @@ public final class Finalizer {
                 store.uri(StorageLayout.resultJson(requestId)), result, charge);
         queueWebhook(requestId, outcome);
         return outcome;
+    }
+
+    /** Why a training job's record cannot be listed: the stage counts as failed with this line. */
+    private static final class BadRecord extends RuntimeException {
+        BadRecord(String message) {
+            super(message);
+        }
+    }
+
+    /**
+     * The training job's record beside the adapter ({@code <denoiser>.json}), the one source of the result's entry:
+     * checked against the request, every file in it (lora_file and any other {@code *_file}) resolved to its key in
+     * this request's adapters/ folder with the stored size, the worker's other fields (metrics) passed through.
+     */
+    private Adapter adapterRecord(String requestId, Denoiser d, TrainingRequest request) throws IOException {
+        Optional<byte[]> json = store.read(StorageLayout.adapterReport(requestId, d));
+        if (json.isEmpty()) {
+            throw new BadRecord("the training job succeeded but left no adapter record");
+        }
+        Adapter record;
+        try {
+            record = Json.MAPPER.readValue(json.get(), Adapter.class);
+        } catch (com.fasterxml.jackson.databind.JsonMappingException e) {
+            String at = e.getPath().isEmpty() ? "" : " at " + fieldPath(e);
+            throw new BadRecord("the training job's adapter record is not valid" + at);
+        } catch (IOException e) {
+            throw new BadRecord("the training job's adapter record is not JSON");
+        }
+        if (record.denoiser() != d || record.loraFile() == null) {
+            throw new BadRecord("the training job's adapter record is not the " + d + " adapter's");
+        }
+        mustMatch("resolution", record.resolution(), request.resolution());
+        mustMatch("rank", record.rank(), request.rank());
+        mustMatch("training_steps", record.trainingSteps(), request.trainingSteps());
+        if (record.learningRate() == null || record.learningRate().compareTo(request.learningRate()) != 0) {
+            throw new BadRecord("the training job's adapter record says learning_rate "
+                    + (record.learningRate() == null ? "null" : record.learningRate().toPlainString()) + " where the request asked for " + request.learningRate().toPlainString());
+        }
+        String folder = StorageLayout.adapter(requestId, d);
+        String adapters = folder.substring(0, folder.lastIndexOf('/') + 1);
+        try {
+            return record.mapFiles(f -> storedFile(f, adapters));
+        } catch (IllegalArgumentException e) {
+            throw new BadRecord("the training job's adapter record has a file object that is not valid");
+        }
+    }
+
+    /** A file the worker named: only inside this request's adapters/ folder, and it must be there. */
+    private FileRef storedFile(FileRef f, String folder) {
+        String key = f.url() == null ? null : store.keyOf(f.url()).orElse(null);
+        if (key == null || !key.startsWith(folder)) {
+            throw new BadRecord("the training job's adapter record names a file outside the request's adapters");
+        }
+        long size;
+        try {
+            size = store.size(key);
+        } catch (IOException e) {
+            throw new java.io.UncheckedIOException(e);
+        }
+        String name = key.substring(key.lastIndexOf('/') + 1);
+        if (size < 0) {
+            throw new BadRecord("the training job succeeded but left no " + name);
+        }
+        return new FileRef(store.uri(key), f.contentType() == null ? "application/octet-stream" : f.contentType(),
+                name, size);
+    }
+
+    private static void mustMatch(String field, int recorded, int requested) {
+        if (recorded != requested) {
+            throw new BadRecord("the training job's adapter record says " + field + " " + recorded
+                    + " where the request asked for " + requested);
+        }
+    }
+
+    private static String fieldPath(com.fasterxml.jackson.databind.JsonMappingException e) {
+        StringBuilder sb = new StringBuilder();
+        for (var ref : e.getPath()) {
+            sb.append(sb.length() == 0 ? "" : ".").append(ref.getFieldName() != null ? ref.getFieldName()
+                    : String.valueOf(ref.getIndex()));
+        }
+        return sb.toString();
     }
 
     private void recordDataset(Plan plan, String requestId, long size) throws IOException {

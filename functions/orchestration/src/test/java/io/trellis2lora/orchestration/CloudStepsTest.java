@@ -15,6 +15,7 @@ import io.trellis2lora.core.model.TrainingResult;
 import io.trellis2lora.core.storage.StorageLayout;
 import io.trellis2lora.core.testing.Moto;
 import io.trellis2lora.core.testing.TestPaths;
+import io.trellis2lora.core.testing.WorkerRecords;
 import io.trellis2lora.core.validation.RequestValidator;
 import io.trellis2lora.core.zip.ArchiveOpener;
 import io.trellis2lora.core.zip.S3Stager;
@@ -69,6 +70,8 @@ class CloudStepsTest {
         // What the jobs leave: the dataset and the texture adapter; geometry's job wrote an error report.
         s3.putObject(b -> b.bucket(bucket).key(store.keyOf(plan.datasetUri()).orElseThrow()), RequestBody.fromBytes(new byte[77]));
         s3.putObject(b -> b.bucket(bucket).key(StorageLayout.adapter(id, Denoiser.TEXTURE)), RequestBody.fromBytes(new byte[55]));
+        s3.putObject(b -> b.bucket(bucket).key(StorageLayout.adapterReport(id, Denoiser.TEXTURE)), RequestBody.fromBytes(
+                WorkerRecords.bytes(Denoiser.TEXTURE, a.request(), plan.stages().get(0).outputUri(), 55)));
         s3.putObject(b -> b.bucket(bucket).key(StorageLayout.adapterReport(id, Denoiser.GEOMETRY)),
                 RequestBody.fromString("{\"error\": \"geometry latents are missing for 1 object\\n(see log)\"}"));
 

@@ -17,6 +17,7 @@ import io.trellis2lora.core.pricing.Pricing;
 import io.trellis2lora.core.storage.DirectoryObjectStore;
 import io.trellis2lora.core.storage.StorageLayout;
 import io.trellis2lora.core.testing.Moto;
+import io.trellis2lora.core.testing.WorkerRecords;
 import io.trellis2lora.core.zip.ZipInspection;
 import io.trellis2lora.orchestration.Finalizer;
 import io.trellis2lora.orchestration.SqsWebhookQueue;
@@ -86,6 +87,8 @@ class WebhookTest {
         store.write(StorageLayout.requestJson(requestId), Json.pretty(stored).getBytes(), "application/json");
         store.write(Finalizer.webhookKey(requestId), Json.write(Map.of("url", hookUrl())).getBytes(), "application/json");
         store.write(StorageLayout.adapter(requestId, Denoiser.TEXTURE), new byte[1234], "application/octet-stream");
+        store.write(StorageLayout.adapterReport(requestId, Denoiser.TEXTURE), WorkerRecords.bytes(Denoiser.TEXTURE,
+                request, store.uri(StorageLayout.adapter(requestId, Denoiser.TEXTURE)), 1234), "application/json");
         store.write("datasets/k1/preprocessed.zip", new byte[99], "application/zip");
         ObjectNode event = Json.MAPPER.createObjectNode();
         event.put("action", "finalize");

@@ -33,7 +33,7 @@ public record TrainingResult(
     /** The same result with every file URL rewritten (e.g. s3:// to a presigned https URL). */
     public TrainingResult mapFiles(UnaryOperator<FileRef> f) {
         return new TrainingResult(
-                adapters.stream().map(a -> a.withLoraFile(f.apply(a.loraFile()))).toList(),
+                adapters.stream().map(a -> a.mapFiles(f)).toList(),
                 failed,
                 preprocessedDataFile == null ? null : f.apply(preprocessedDataFile));
     }

@@ -39,6 +39,10 @@ public final class StorageLayout {
         return requestPrefix(requestId) + "adapters/" + d.wireName() + ".safetensors";
     }
 
+    /**
+     * The training job's report beside the adapter: on success the adapter's record (the result lists it), on failure
+     * {"error": ...}.
+     */
     public static String adapterReport(String requestId, Denoiser d) {
         return requestPrefix(requestId) + "adapters/" + d.wireName() + ".json";
     }

@@ -48,6 +48,19 @@ class TrainingResultTest {
     }
 
     @Test
+    void theWorkersExtraFieldsRoundTripAndItsExtraFilesArePresignedToo() throws Exception {
+        String withExtras = RESULT.replace("\"learning_rate\":0.0002}", "\"learning_rate\":0.0002,"
+                + "\"metrics\":{\"heldout_flow_loss_adapted\":0.4},\"preview_file\":{\"url\":\"s3://b/p.png\","
+                + "\"content_type\":\"image/png\",\"file_name\":\"p.png\",\"file_size\":7}}");
+        TrainingResult r = TrainingResult.parse(withExtras);
+        assertEquals(Json.MAPPER.readTree(withExtras), Json.MAPPER.readTree(Json.write(r)));
+        JsonNode presigned = Json.MAPPER.valueToTree(r.mapFiles(f -> f.withUrl("https://x/" + f.fileName())));
+        assertEquals("https://x/p.png", presigned.at("/adapters/0/preview_file/url").asText());
+        assertEquals("image/png", presigned.at("/adapters/0/preview_file/content_type").asText());
+        assertEquals(0.4, presigned.at("/adapters/0/metrics/heldout_flow_loss_adapted").asDouble());
+    }
+
+    @Test
     void filesCanBeRewrittenForPresigning() {
         TrainingResult r = TrainingResult.parse(RESULT).mapFiles(f -> f.withUrl("https://x/" + f.fileName()));
         assertEquals("https://x/geometry.safetensors", r.adapters().get(0).loraFile().url());

@@ -9,7 +9,7 @@ from PIL import Image
 from trellis2_worker.train.batching import plan_micro_batches
 from trellis2_worker.train.condition import prepare_view
 from trellis2_worker.train.recipe import STAGES, SIGMA_MIN, AdaptiveGradClipper, noisy, sample_t, velocity
-from trellis2_worker.train.trainer import batch_indices, step_generators
+from trellis2_worker.train.data import batch_indices, step_generators
 
 
 def test_noising_runs_from_data_to_noise_and_the_target_is_its_velocity():

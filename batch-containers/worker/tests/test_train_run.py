@@ -219,12 +219,12 @@ def test_bad_input_ends_with_exit_code_2_and_an_error_report(dataset, tmp_path, 
 def test_running_out_of_memory_is_reported_as_a_retryable_failure_and_saves_nothing(base, dataset, tmp_path,
                                                                                    monkeypatch):
     from trellis2_worker.errors import WorkerError
-    from trellis2_worker.train import trainer
+    from trellis2_worker.train import denoise
 
     def oom(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr(trainer.Denoise, "loss", oom)
+    monkeypatch.setattr(denoise.Denoise, "loss", oom)
     with pytest.raises(WorkerError, match="out of memory training geometry") as err:
         train(request(dataset, tmp_path, training_steps=2), base=base)
     assert err.value.exit_code == 1 and "max-tokens-per-micro-batch" in str(err.value)

@@ -1,0 +1,62 @@
+"""What one training run is asked to do (`TrainRequest`), where its files go, and the two ways it stops early."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from trellis2_worker.errors import InputError, WorkerError
+from trellis2_worker.train.recipe import BATCH_SIZE, RESOLUTIONS, STAGES, Stage
+
+DEFAULT_BASE = "microsoft/TRELLIS.2-4B"
+
+
+class TrainingDiverged(InputError):
+    """The loss became NaN/inf: rerunning the same request would diverge the same way, so it is not retried."""
+
+
+class TrainingInterrupted(WorkerError):
+    """SIGTERM (Batch job stop, spot reclaim): the checkpoint is saved and a rerun of the same command resumes."""
+
+    exit_code = 143
+
+
+@dataclass
+class TrainRequest:
+    dataset: str
+    denoiser: str
+    resolution: int
+    rank: int
+    learning_rate: float
+    training_steps: int
+    output: str
+    base: str = DEFAULT_BASE
+    batch_size: int = BATCH_SIZE
+    max_tokens_per_micro_batch: int | None = None
+    checkpoint_every: int = 200
+    seed: int = 0
+    device: str | None = None
+    gradient_checkpointing: bool = True
+    eval_objects: int = 16
+    condition_cache_gb: float = 4.0
+    progress: bool = True
+    hf_token: str | None = field(default=None, repr=False)
+
+    def check(self) -> Stage:
+        if self.denoiser not in STAGES:
+            raise InputError(f"unknown denoiser {self.denoiser!r}; expected one of {sorted(STAGES)}")
+        if self.resolution not in RESOLUTIONS:
+            raise InputError(f"resolution must be one of {list(RESOLUTIONS)}, got {self.resolution}")
+        for name in ("rank", "training_steps", "batch_size", "checkpoint_every"):
+            if int(getattr(self, name)) < 1:
+                raise InputError(f"{name.replace('_', '-')} must be at least 1")
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            raise InputError("learning-rate must be a positive number")
+        if not self.output.endswith(".safetensors"):
+            raise InputError(f"--output must name a .safetensors file, got {self.output}")
+        return STAGES[self.denoiser]
+
+
+def sibling(output: str, suffix: str) -> str:
+    """`.../texture.safetensors` → `.../texture<suffix>` (the record, log, curve and checkpoint live beside it)."""
+    return output[: -len(".safetensors")] + suffix

@@ -12,6 +12,11 @@ public final class Keys {
         return StorageLayout.requestPrefix(requestId) + "preprocess.json";
     }
 
+    /** Prepare's record of the inspected input (size, sha256, entries, objects), which the jobs check theirs against. */
+    public static String inputRecord(String requestId) {
+        return StorageLayout.requestPrefix(requestId) + "input.json";
+    }
+
     /** The final charge (succeeded stages only); result.json keeps the contract's three fields. */
     public static String charge(String requestId) {
         return StorageLayout.requestPrefix(requestId) + "charge.json";

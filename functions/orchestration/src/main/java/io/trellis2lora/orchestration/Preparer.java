@@ -1,5 +1,6 @@
 package io.trellis2lora.orchestration;
 
+import com.fasterxml.jackson.annotation.JsonProperty;
 import com.fasterxml.jackson.databind.JsonNode;
 import io.trellis2lora.core.InputRefusedException;
 import io.trellis2lora.core.Json;
@@ -25,6 +26,12 @@ import java.util.List;
 /**
  * State machine step 1: reads request.json, inspects the archive, looks up a cached dataset made from the same input
  * bytes at the same resolution with the same base model, prices the request, and writes down every job's command.
+ *
+ * <p>The jobs are pinned to the bytes inspected here: Prepare records their size and sha256 (which it computes
+ * anyway for the dataset key) with the entry count, declared size and object list in requests/&lt;id&gt;/input.json,
+ * and the worker refuses (exit 2) an input that is not that archive. Chosen over staging every https input into the
+ * requests bucket because it costs no second copy of a multi-GB archive, and it covers s3:// inputs too (an object
+ * overwritten, or re-uploaded through its presigned URL, between Prepare and the job).
  */
 public final class Preparer {
     public static final String DEFAULT_BASE_MODEL = "microsoft/TRELLIS.2-4B";
@@ -60,12 +67,17 @@ public final class Preparer {
         TrainingRequest request = stored.request();
         String inputUri = stored.inputUri() != null ? stored.inputUri() : request.dataUrl();
 
-        ZipInspection inspection;
+        ZipInspector.Inspected inspected;
         String contentSha256;
         try (ArchiveOpener.Opened opened = opener.open(inputUri, null)) {
-            inspection = ZipInspector.inspect(opened.source(), request.resolution());
-            contentSha256 = inspection.kind() == ZipInspection.Kind.RAW ? sha256(opened.source()) : null;
+            inspected = ZipInspector.inspectListing(opened.source(), request.resolution());
+            contentSha256 = sha256(opened.source());
         }
+        ZipInspection inspection = inspected.inspection();
+        String record = store.uri(Keys.inputRecord(requestId));
+        store.write(Keys.inputRecord(requestId), Json.MAPPER.writeValueAsBytes(new InputRecord(inputUri,
+                inspection.archiveBytes(), contentSha256, inspection.entries(), inspection.uncompressedBytes(),
+                inspected.objectPaths())), "application/json");
 
         boolean preprocessed = inspection.kind() == ZipInspection.Kind.PREPROCESSED;
         String datasetKey;
@@ -93,7 +105,7 @@ public final class Preparer {
             String report = store.uri(Keys.preprocessReport(requestId));
             List<String> command = new ArrayList<>(List.of(
                     "preprocess", "--input", inputUri, "--resolution", String.valueOf(request.resolution()),
-                    "--base", baseModel, "--output", datasetUri, "--report", report));
+                    "--base", baseModel, "--output", datasetUri, "--report", report, "--input-record", record));
             command.addAll(preprocessOptions);
             preprocess = new Plan.Job(jobName(requestId, "preprocess"), command, datasetUri, report);
         }
@@ -101,15 +113,35 @@ public final class Preparer {
         for (Denoiser d : request.denoisers()) {
             String output = store.uri(StorageLayout.adapter(requestId, d));
             String report = store.uri(StorageLayout.adapterReport(requestId, d));
-            stages.add(new Plan.Stage(requestId, d, jobName(requestId, d.wireName()), List.of(
+            List<String> command = new ArrayList<>(List.of(
                     "train", "--dataset", datasetUri, "--denoiser", d.wireName(),
                     "--resolution", String.valueOf(request.resolution()), "--rank", String.valueOf(request.rank()),
                     "--learning-rate", request.learningRate().toPlainString(),
                     "--training-steps", String.valueOf(request.trainingSteps()),
-                    "--base", baseModel, "--output", output, "--report", report), output, report));
+                    "--base", baseModel, "--output", output, "--report", report));
+            if (preprocessed) {
+                command.addAll(List.of("--dataset-record", record));  // the user's dataset: pinned as inspected
+            }
+            stages.add(new Plan.Stage(requestId, d, jobName(requestId, d.wireName()), List.copyOf(command), output,
+                    report));
         }
         return new Plan(requestId, baseModel, preprocessed ? "preprocessed" : "raw", inputUri, inspection.objects(),
                 datasetKey, datasetUri, cached, needsPreprocess, estimate, preprocess, stages, stages.size());
+    }
+
+    /**
+     * requests/&lt;id&gt;/input.json, what the worker checks its input against (trellis2_worker.ingest.archive's
+     * recorded_input): the inspected bytes, and what their central directory says.
+     *
+     * @param objects the 3D object files' canonical paths, sorted; null for a preprocessed dataset
+     */
+    public record InputRecord(
+            @JsonProperty("uri") String uri,
+            @JsonProperty("bytes") long bytes,
+            @JsonProperty("sha256") String sha256,
+            @JsonProperty("entries") int entries,
+            @JsonProperty("declared_bytes") long declaredBytes,
+            @JsonProperty("objects") List<String> objects) {
     }
 
     public static StoredRequest loadRequest(ObjectStore store, String requestId) throws IOException {

@@ -429,6 +429,9 @@ public final class ZipInspector {
             problems.add(path + " has format_version " + (version == null ? "missing" : version.asText())
                     + "; this service reads format_version 1");
         }
+        if (problems.isEmpty()) {
+            problems.addAll(PreparedDatasetBounds.problems(path, objects, res.intValue()));
+        }
         if (!problems.isEmpty()) {
             throw new InputRefusedException(problems);
         }

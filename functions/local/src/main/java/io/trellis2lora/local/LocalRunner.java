@@ -2,7 +2,6 @@ package io.trellis2lora.local;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
-import io.trellis2lora.core.InputRefusedException;
 import io.trellis2lora.core.Json;
 import io.trellis2lora.core.api.StoredRequest;
 import io.trellis2lora.core.api.SubmitOperation;
@@ -11,6 +10,7 @@ import io.trellis2lora.core.net.AddressPolicy;
 import io.trellis2lora.core.net.SafeHttp;
 import io.trellis2lora.core.storage.DirectoryObjectStore;
 import io.trellis2lora.core.storage.StorageLayout;
+import io.trellis2lora.core.validation.RequestFiles;
 import io.trellis2lora.core.validation.RequestValidator;
 import io.trellis2lora.core.zip.ArchiveOpener;
 import io.trellis2lora.core.zip.TempFileStager;
@@ -30,7 +30,6 @@ import java.nio.file.StandardCopyOption;
 import java.time.LocalDateTime;
 import java.time.format.DateTimeFormatter;
 import java.util.List;
-import java.util.Locale;
 import java.util.Map;
 import java.util.Optional;
 import java.util.UUID;
@@ -85,17 +84,9 @@ public final class LocalRunner {
 
     /** Validates the request file and stores request.json as submit would; returns the new request id. */
     public String submit(Path requestFile) throws IOException {
-        String body;
-        try {
-            body = Files.readString(requestFile);
-        } catch (java.nio.file.NoSuchFileException e) {
-            throw new InputRefusedException("request file " + requestFile + " does not exist");
-        }
-        TrainingRequest request = new RequestValidator(RequestValidator.Mode.LOCAL).parse(body);
-        String url = request.dataUrl();
-        if (!url.toLowerCase(Locale.ROOT).matches("^[a-z][a-z0-9+.-]*://.*") && !Path.of(url).isAbsolute()) {
-            request = request.withDataUrl(requestFile.toAbsolutePath().getParent().resolve(url).normalize().toString());
-        }
+        TrainingRequest request = new RequestValidator(RequestValidator.Mode.LOCAL)
+                .parse(RequestFiles.read(requestFile));
+        request = request.withDataUrl(RequestFiles.resolve(requestFile, request.dataUrl()));
         String requestId = LocalDateTime.now().format(DateTimeFormatter.ofPattern("yyyyMMdd-HHmmss")) + "-"
                 + UUID.randomUUID().toString().substring(0, 8);
         // The API's submit step on the storage directory; the execution is started by start() instead.

@@ -9,13 +9,13 @@ import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 
 /** Prints one line per phase and stage event, and the worker's own output prefixed by its stage. */
-final class Progress implements ExecutionListener {
+public final class Progress implements ExecutionListener {
     private final PrintStream out;
     private final boolean verbose;
     private final Instant start = Instant.now();
     private final Map<String, Instant> entered = new ConcurrentHashMap<>();
 
-    Progress(PrintStream out, boolean verbose) {
+    public Progress(PrintStream out, boolean verbose) {
         this.out = out;
         this.verbose = verbose;
     }

@@ -1,4 +1,4 @@
-package io.trellis2lora.core.cli;
+package io.trellis2lora.cli;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -27,7 +27,7 @@ class MainTest {
         ByteArrayOutputStream out = new ByteArrayOutputStream();
         ByteArrayOutputStream err = new ByteArrayOutputStream();
         int code = Main.run(args, new PrintStream(out, true, StandardCharsets.UTF_8),
-                new PrintStream(err, true, StandardCharsets.UTF_8));
+                new PrintStream(err, true, StandardCharsets.UTF_8), List.of("/nonexistent/trellis2-worker"));
         return new Run(code, out.toString(StandardCharsets.UTF_8), err.toString(StandardCharsets.UTF_8));
     }
 
@@ -82,5 +82,29 @@ class MainTest {
         assertEquals(2, run("estimate", tmp.resolve("missing.json").toString()).code());
         assertEquals(2, run("frobnicate").code());
         assertEquals(2, run().code());
+    }
+
+    @Test
+    void helpListsEveryCommandAndExits0() {
+        Run r = run("--help");
+        assertEquals(0, r.code(), r.err());
+        for (String line : List.of("inspect ARCHIVE", "estimate REQUEST.json", "train REQUEST.json --out DIR",
+                "generate REQUEST.json --out DIR", "convert ADAPTER --to peft|comfyui|merged --output OUT")) {
+            assertTrue(r.out().contains("  " + line), line + " missing from:\n" + r.out());
+        }
+        Run none = run();
+        assertEquals(2, none.code());
+        assertEquals(r.out(), none.err());
+        Run one = run("train", "--help");
+        assertEquals(0, one.code());
+        assertTrue(one.out().startsWith("usage: trellis2-lora train REQUEST.json --out DIR"), one.out());
+    }
+
+    @Test
+    void aMissingOptionNamesItAndShowsTheCommandsUsage() throws Exception {
+        Files.writeString(tmp.resolve("r.json"), "{}");
+        Run r = run("train", tmp.resolve("r.json").toString());
+        assertEquals(2, r.code());
+        assertTrue(r.err().startsWith("--out is required\nusage: trellis2-lora train "), r.err());
     }
 }

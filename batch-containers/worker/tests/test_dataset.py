@@ -11,7 +11,9 @@ import pytest
 from PIL import Image
 
 from trellis2_worker.errors import InputError
-from trellis2_worker.dataset import DatasetStager, classify_archive, layout, open_dataset, validate_dataset
+from trellis2_worker.dataset import (
+    DatasetStager, classify_archive, layout, open_dataset, save_sparse_latent, save_ss_latent, validate_dataset,
+)
 
 
 def _sha(i: int) -> str:
@@ -229,3 +231,19 @@ def test_token_count_mismatch_in_metadata_refused(tmp_path):
     out, latents = build(tmp_path)
     text = zipfile.ZipFile(out).read("metadata.csv").decode().replace(",40,", ",41,", 1)
     _refused(rewrite(out, tmp_path / "a.zip", replace={"metadata.csv": text}), "shape_latent_tokens")
+
+
+def test_latent_npz_files_have_the_reference_layout(tmp_path):
+    feats = np.random.default_rng(0).normal(size=(5, 32)).astype(np.float32)
+    coords = np.array([[0, 1, 2], [31, 0, 5], [3, 3, 3], [7, 8, 9], [1, 1, 1]])
+    save_sparse_latent(tmp_path / "a.npz", feats, coords)
+    with np.load(tmp_path / "a.npz", allow_pickle=False) as z:       # what the reference dataset reads
+        assert sorted(z.files) == ["coords", "feats"]
+        assert z["coords"].dtype == np.uint8 and z["feats"].dtype == np.float32
+        np.testing.assert_array_equal(z["feats"], feats)
+        np.testing.assert_array_equal(z["coords"], coords)               # order kept
+    save_ss_latent(tmp_path / "s.npz", np.zeros((8, 16, 16, 16), np.float32))
+    with np.load(tmp_path / "s.npz", allow_pickle=False) as z:
+        assert z["z"].shape == (8, 16, 16, 16)
+    with pytest.raises(ValueError):
+        save_sparse_latent(tmp_path / "b.npz", feats, coords + 300)

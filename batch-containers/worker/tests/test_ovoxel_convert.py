@@ -183,6 +183,26 @@ def test_normalisation_is_the_reference_formula():
     np.testing.assert_allclose((out.max(0) + out.min(0)) / 2, 0, atol=1e-7)
 
 
+def test_normalisation_scale_is_bit_identical_to_torch_for_every_extent():
+    # The reference normalises torch float32 tensors: `0.99999 / extent` is `reciprocal(extent) * 0.99999` there.
+    import torch
+
+    from trellis2_worker.ovoxel.dump import unit_cube_scale
+
+    rng = np.random.default_rng(5)
+    extents = (10.0 ** rng.uniform(-4, 4, 1_000_000)).astype(np.float32)
+    want = (torch.reciprocal(torch.from_numpy(extents)) * 0.99999).numpy()
+    assert np.array_equal(unit_cube_scale(extents), want)
+    # and the whole normalisation of a mesh, as the reference toolkit writes it on tensors
+    for _ in range(200):
+        size = 10.0 ** rng.uniform(-3, 3)
+        v = ((rng.normal(size=(20, 3)) + rng.normal(size=3)) * size).astype(np.float32)
+        t = torch.from_numpy(v)
+        vmin, vmax = t.min(dim=0)[0], t.max(dim=0)[0]
+        ref = ((t - (vmin + vmax) / 2) * (0.99999 / (vmax - vmin).max())).numpy()
+        assert np.array_equal(normalize_unit_cube(v), ref)
+
+
 # ------------------------------------------------------------------------------------------------ colours
 
 def test_flat_textured_plane_colours_match_direct_texture_lookup(tmp_path):

@@ -145,22 +145,3 @@ def test_bad_files_are_refused(tmp_path):
         read_vxz(b"PLY\x00\x00\x00\x00\x08")
     with pytest.raises(ValueError):
         encode_vxz(np.zeros((2, 3), int), {"a": np.zeros((2, 1), np.float32)})
-
-
-def test_latent_npz_files_have_the_reference_layout(tmp_path):
-    from trellis2_worker.ovoxel import load_latent, load_ss_latent, save_latent, save_ss_latent
-
-    feats = np.random.default_rng(0).normal(size=(5, 32)).astype(np.float32)
-    coords = np.array([[0, 1, 2], [31, 0, 5], [3, 3, 3], [7, 8, 9], [1, 1, 1]])
-    save_latent(tmp_path / "a.npz", feats, coords)
-    with np.load(tmp_path / "a.npz", allow_pickle=False) as z:       # what the reference dataset reads
-        assert sorted(z.files) == ["coords", "feats"]
-        assert z["coords"].dtype == np.uint8 and z["feats"].dtype == np.float32
-    f2, c2 = load_latent(tmp_path / "a.npz")
-    np.testing.assert_array_equal(f2, feats)
-    np.testing.assert_array_equal(c2, coords)                           # order kept
-    z = np.zeros((8, 16, 16, 16), np.float32)
-    save_ss_latent(tmp_path / "s.npz", z)
-    assert load_ss_latent(tmp_path / "s.npz").shape == (8, 16, 16, 16)
-    with pytest.raises(ValueError):
-        save_latent(tmp_path / "b.npz", feats, coords + 300)

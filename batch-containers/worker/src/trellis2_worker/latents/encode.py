@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from trellis2_worker.dataset import layout
-from trellis2_worker.latents.occupancy import occupancy_grid
+from trellis2_worker.ovoxel import occupancy_grid
 
 
 class EncodingError(ValueError):

@@ -25,7 +25,7 @@ from trellis2_worker.dataset import (
     DatasetStager, classify_archive, layout, save_sparse_latent, save_ss_latent, validate_dataset,
 )
 from trellis2_worker.latents.encode import EncodingError, encode_pbr, encode_shape, encode_ss, for_device
-from trellis2_worker.latents.occupancy import ss_occupancy
+from trellis2_worker.ovoxel import ss_occupancy
 
 log = logging.getLogger(__name__)
 

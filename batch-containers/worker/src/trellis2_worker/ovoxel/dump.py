@@ -1,5 +1,5 @@
 """Mesh + material dumps written by `ingest` (DIR/dumps/<sha>/mesh.npz, materials.json, PNG textures), and the exact
-unit-cube normalisation every consumer applies to them (spec data §2)."""
+unit-cube normalisation every consumer applies to them (docs/data-formats.md#normalisation)."""
 
 from __future__ import annotations
 
@@ -83,8 +83,15 @@ def load_dump(directory) -> MeshDump:
     return MeshDump(v, f, uvs, has_uv, mat_ids, materials, root)
 
 
+def unit_cube_scale(extent):
+    """The reference's `0.99999 / extent` as torch computes it for a float32 tensor: `reciprocal(extent) * 0.99999`,
+    both rounded to float32. Dividing 0.99999 by the extent directly differs in the last bit for about a quarter of
+    extents, and the voxelisers amplify that bit into different voxels (docs/data-formats.md#normalisation)."""
+    return (np.float32(1) / np.asarray(extent, dtype=np.float32)) * NORMALISE_FACTOR
+
+
 def normalize_unit_cube(vertices: np.ndarray) -> np.ndarray:
-    """`(v - bbox_center) * 0.99999 / max_extent` in float32, as the reference does: the result lies in
+    """`(v - bbox_center) * (0.99999 / max_extent)` in float32, as the reference does: the result lies in
     [-0.5, 0.5]³, the largest extent just under 1."""
     v = np.asarray(vertices, dtype=np.float32)
     if len(v) == 0:
@@ -94,7 +101,7 @@ def normalize_unit_cube(vertices: np.ndarray) -> np.ndarray:
     extent = (vmax - vmin).max()
     if not extent > 0:
         raise InputError("the mesh is a single point: it cannot be normalised")
-    scale = NORMALISE_FACTOR / extent
+    scale = unit_cube_scale(extent)
     out = (v - center) * scale
     if out.min() < -0.5 or out.max() > 0.5:
         raise ValueError("normalised vertices out of [-0.5, 0.5]")  # cannot happen with finite input
@@ -117,7 +124,8 @@ def prepare_dump_materials(materials: list[dict], mat_ids: np.ndarray) -> tuple[
 
 
 def normalized_dump(dump: MeshDump) -> MeshDump:
-    """A copy of the dump with the §2 normalisation applied (drops nothing: ingest already dropped empty objects)."""
+    """A copy of the dump with the unit-cube normalisation applied (drops nothing: ingest already dropped empty
+    objects)."""
     if len(dump.faces) == 0:
         raise InputError("the mesh has no faces")
     return MeshDump(normalize_unit_cube(dump.vertices), dump.faces, dump.uvs, dump.has_uv, dump.mat_ids,

@@ -1,9 +1,10 @@
 """The 64³ sparse-structure occupancy, exactly as the reference derives it, without building the 1024 dual grid.
 
 The reference SS target is the set of 64³ cells holding an active voxel of the **1024** dual grid
-(`unique(coords_1024 // 16)`, spec models §1.3 / data §5). A 1024-voxel is active iff it is one of the four voxels
-around a point where the surface crosses a 1024-lattice line (spec data §3.2): a crossing on the line parallel to axis
-a at (b, c) = ((i+1)h, (j+1)h), at a = a_cross, activates voxels (i+db, j+dc, int(a_cross/h)), db, dc ∈ {0, 1}.
+(`unique(coords_1024 // 16)`, docs/data-formats.md#ss-occupancy). A 1024-voxel is active iff it is one of the four
+voxels around a point where the surface crosses a 1024-lattice line (docs/data-formats.md#dual-grid; the scan of
+`_scan.py`): a crossing on the line parallel to axis a at (b, c) = ((i+1)h, (j+1)h), at a = a_cross, activates voxels
+(i+db, j+dc, int(a_cross/h)), db, dc ∈ {0, 1}.
 So a 64-cell is occupied iff some crossing of a 1024-lattice line activates a voxel inside it. The QEFs, the dual
 vertex solve, the hash map of millions of voxels and the 1024 encoding are all irrelevant to that set; only the crossing
 scan is needed, and its result can be folded into a 64³ bit grid on the fly. This module runs exactly that scan (same
@@ -19,22 +20,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ._scan import _clampi, _lerp  # the reference's lerp and clamped truncation, shared with the voxelisers' scan
+
 FINE_RESOLUTION = 1024
 COARSE_RESOLUTION = 64
-
-
-@njit(cache=True, inline="always")
-def _lerp(a, b, t, va, vb):
-    # The reference's lerp: the first endpoint when the interval is empty, else (1-α)·va + α·vb in double.
-    if a == b:
-        return va
-    alpha = (t - a) / (b - a)
-    return (1.0 - alpha) * va + alpha * vb
-
-
-@njit(cache=True, inline="always")
-def _clampi(v, lo, hi):
-    return lo if v < lo else (hi if v > hi else v)
 
 
 @njit(cache=True)
@@ -105,7 +94,7 @@ def triangles_in_grid_frame(vertices: np.ndarray, faces: np.ndarray) -> np.ndarr
 def ss_occupancy(vertices: np.ndarray, faces: np.ndarray, fine: int = FINE_RESOLUTION, coarse: int = COARSE_RESOLUTION) -> np.ndarray:
     """Coords (N,3) int32, sorted, of the `coarse`³ cells holding an active voxel of the `fine` dual grid.
 
-    `vertices` are in the unit cube (spec data §2 normalisation applied), `faces` index them.
+    `vertices` are in the unit cube (docs/data-formats.md#normalisation applied), `faces` index them.
     Equal to `unique(coords_fine // (fine // coarse))` of the reference dual grid at `fine`.
     """
     if fine % coarse or (fine & (fine - 1)) or (coarse & (coarse - 1)):
@@ -119,7 +108,8 @@ def ss_occupancy(vertices: np.ndarray, faces: np.ndarray, fine: int = FINE_RESOL
 
 
 def occupancy_grid(coords: np.ndarray, size: int = COARSE_RESOLUTION) -> np.ndarray:
-    """Dense (1,size,size,size) float32 occupancy with occ[x,y,z] = 1, the SS encoder's input (spec data §5)."""
+    """Dense (1,size,size,size) float32 occupancy with occ[x,y,z] = 1, the SS encoder's input
+    (docs/data-formats.md#ss-occupancy)."""
     occ = np.zeros((1, size, size, size), np.float32)
     c = np.asarray(coords)
     if c.size:

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from trellis2_worker.latents.occupancy import occupancy_grid, ss_occupancy
-from trellis2_worker.ovoxel import mesh_to_flexible_dual_grid, normalize_unit_cube
+from trellis2_worker.ovoxel import mesh_to_flexible_dual_grid, normalize_unit_cube, occupancy_grid, ss_occupancy
 
 
 def _real_mesh(shared_dir, rel):

@@ -18,7 +18,7 @@ from .base import cache_root
 from .conditioner import tiny_dinov3_config
 from .loading import build_model
 
-TINY_VERSION = "2"
+TINY_VERSION = "3"  # 3: decoders calibrated (calibrate_decoders_); every other file is as in 2
 SEED = 20240601
 DINO_DIR = "dinov3-tiny"
 COND = 64  # tiny DINOv3 hidden size = the flows' cond_channels
@@ -119,6 +119,34 @@ def randomize_(model: nn.Module, gen: torch.Generator) -> None:
             p.copy_(v.to(p.dtype))
 
 
+# Random decoders would occupy nearly every cell and subdivide every voxel (32k tokens, millions of voxels), too
+# much for a CPU generation. These targets keep a tiny generation small: the share of the 64³ occupancy cells that
+# are set, and the share of children each of the shape decoder's four subdivisions keeps.
+SS_OCCUPANCY = 0.004
+SUBDIVISION_KEEP = 0.35
+CALIBRATION_SEED = SEED + 1
+
+
+def calibrate_decoders_(rel: str, model: nn.Module) -> None:
+    """Shift the output biases that decide occupancy (SS decoder) and subdivision (shape decoder) so those shares
+    hold for unit-Gaussian latents. Uses its own generator: the other models' weights stay byte-identical."""
+    gen = torch.Generator().manual_seed(CALIBRATION_SEED)
+    with torch.no_grad():
+        if rel.endswith("ss_dec_conv3d_16l8_fp16"):
+            logits = model(torch.randn(2, model.latent_channels, 16, 16, 16, generator=gen))
+            model.out_layer[-1].bias -= torch.quantile(logits.flatten()[::3], 1 - SS_OCCUPANCY)
+        elif rel.endswith("shape_dec_next_dc_f16c32_fp16"):
+            from .sparse import SparseTensor
+
+            flat = torch.randperm(32**3, generator=gen)[:400].sort().values
+            coords = torch.stack([flat * 0, flat // 1024, (flat // 32) % 32, flat % 32], dim=1).int()
+            x = SparseTensor(torch.randn(400, model.latent_channels, generator=gen), coords)
+            for level in range(len(model.blocks) - 1):
+                _, subs = model._run_blocks(x, None, stop_at=level + 1)
+                shift = torch.quantile(subs[level].feats.flatten(), 1 - SUBDIVISION_KEEP)
+                model.blocks[level][-1].to_subdiv.bias -= shift
+
+
 def write_tiny_base(root: str | Path) -> Path:
     """Write the tiny base into `root` (official layout). Same bytes every time for the same TINY_VERSION."""
     root = Path(root)
@@ -126,6 +154,7 @@ def write_tiny_base(root: str | Path) -> Path:
     for rel, cfg in sorted(TINY_MODELS.items()):
         model = build_model(cfg)
         randomize_(model, gen)
+        calibrate_decoders_(rel, model)
         state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "rope_phases"}
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -247,3 +247,84 @@ def test_latent_npz_files_have_the_reference_layout(tmp_path):
         assert z["z"].shape == (8, 16, 16, 16)
     with pytest.raises(ValueError):
         save_sparse_latent(tmp_path / "b.npz", feats, coords + 300)
+
+
+# ------------------------------------------------------------------------------------------------ bounds
+# A dataset comes back from users: what prepared_dataset.json declares and what each member's header claims are
+# checked against the hard bounds of trellis2_worker.dataset.limits before any work is sized from them.
+
+
+def _with_info(out, dst, edit):
+    info = json.loads(zipfile.ZipFile(out).read("prepared_dataset.json"))
+    edit(info)
+    return rewrite(out, dst, replace={"prepared_dataset.json": json.dumps(info)})
+
+
+def test_a_billion_renders_is_refused_at_once(tmp_path):
+    import time
+
+    out, _ = build(tmp_path)
+    bad = _with_info(out, tmp_path / "a.zip", lambda info: info["objects"][0].update(renders=10**9))
+    t = time.perf_counter()
+    _refused(bad, "declares renders = 1,000,000,000; at most 16")
+    with pytest.raises(InputError, match="at most 16"):
+        open_dataset(bad)  # what train opens
+    assert time.perf_counter() - t < 5  # 10^7 renders once took 55 s and 3.3 GB before it was refused
+
+
+def test_token_and_object_counts_past_their_bounds_are_refused(tmp_path):
+    from trellis2_worker.dataset import limits
+
+    out, _ = build(tmp_path)
+    over = limits.MAX_TOKENS[512] + 1  # more tokens than the 32³ latent grid of 512 has cells
+    _refused(_with_info(out, tmp_path / "a.zip", lambda i: i["objects"][1].update(pbr_tokens=over)),
+             f"declares pbr_tokens = {over:,}; at most 32,768 allowed at resolution 512")
+    many = [{"sha256": _sha(i), "shape_tokens": 1, "pbr_tokens": 1, "renders": 1} for i in range(limits.MAX_OBJECTS + 1)]
+    _refused(_with_info(out, tmp_path / "b.zip", lambda i: i.update(objects=many)), "lists 10,001 objects; a dataset holds at most 10,000")
+    _refused(_with_info(out, tmp_path / "c.zip", lambda i: i["objects"][0].update(renders=True)), "no valid 'renders'")
+
+
+def _central_entry(data: bytes, name: str) -> int:
+    """Offset of `name`'s central directory record in a zip's bytes."""
+    pos = data.find(b"PK\x01\x02")
+    while pos >= 0:
+        n, extra, comment = (int.from_bytes(data[pos + k:pos + k + 2], "little") for k in (28, 30, 32))
+        if data[pos + 46:pos + 46 + n] == name.encode():
+            return pos
+        pos = data.find(b"PK\x01\x02", pos + 46 + n + extra + comment)
+    raise AssertionError(name)
+
+
+def test_a_member_declaring_more_than_its_cap_is_refused_unread(tmp_path):
+    out, latents = build(tmp_path)
+    name = layout.shape_path(list(latents)[0], 512)
+    data = bytearray(out.read_bytes())
+    pos = _central_entry(bytes(data), name)
+    data[pos + 20:pos + 28] = (2**31).to_bytes(4, "little") * 2  # compressed and uncompressed size: 2 GiB
+    bad = tmp_path / "big.zip"
+    bad.write_bytes(bytes(data))
+    # Refused on the declared size: reading it would have failed differently (the archive holds a few KB).
+    _refused(bad, f"dataset member {name} declares 2,147,483,648 bytes, over the 256 MiB a dataset file may hold")
+
+
+def test_a_member_with_a_bad_crc_is_an_input_error_naming_it(tmp_path, capsys):
+    from trellis2_worker.cli import main
+
+    out, latents = build(tmp_path)
+    name = layout.ss_path(list(latents)[1])
+    with zipfile.ZipFile(out) as zf:
+        info = zf.getinfo(name)
+        assert info.compress_type == zipfile.ZIP_STORED
+    data = bytearray(out.read_bytes())
+    start = info.header_offset + 30 + int.from_bytes(data[info.header_offset + 26:info.header_offset + 28], "little") \
+        + int.from_bytes(data[info.header_offset + 28:info.header_offset + 30], "little")
+    data[start + info.file_size // 2] ^= 0xFF  # inside the stored npz: still a zip, no longer its CRC
+    bad = tmp_path / "crc.zip"
+    bad.write_bytes(bytes(data))
+    _refused(bad, f"dataset member {name} is corrupt: its CRC-32 does not match its data")
+    # through the worker's command line: exit 2, one line naming the member and no path of this machine
+    code = main(["preprocess", "--input", str(bad), "--resolution", "512", "--base", "tiny",
+                 "--output", str(tmp_path / "out.zip")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert name in err and str(tmp_path) not in err

@@ -1,7 +1,9 @@
 """The dataset's files, read from a zip or from the same tree unzipped, with every name checked before use.
 
 Names are refused when they escape the archive, are links or would expand the archive past the uncompressed cap; the
-dataset may sit at the top of the archive or inside one folder.
+dataset may sit at the top of the archive or inside one folder. Each file's declared size is checked against its cap
+(limits.py) before it is read, and a zip member that does not decompress to what its header says (bad CRC, broken
+stream) is refused by name.
 """
 
 from __future__ import annotations
@@ -9,11 +11,12 @@ from __future__ import annotations
 import posixpath
 import stat
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Iterable
 
 from trellis2_worker.dataset import layout
-from trellis2_worker.dataset.limits import MAX_UNCOMPRESSED_BYTES
+from trellis2_worker.dataset.limits import MAX_UNCOMPRESSED_BYTES, member_cap
 from trellis2_worker.errors import InputError
 
 # Raw 3D formats (and their usual side files) that mark an archive as raw assets rather than a dataset.
@@ -52,6 +55,7 @@ class ZipSource(Source):
         members = check_member_names(self._zip.infolist())
         prefix = _dataset_prefix(members)
         self._names = {m[len(prefix):]: m for m in members if m.startswith(prefix)}
+        self._infos = {posixpath.normpath(i.filename): i for i in self._zip.infolist() if not i.is_dir()}
         self.outside = [m for m in members if not m.startswith(prefix)]
 
     def names(self) -> list[str]:
@@ -59,9 +63,27 @@ class ZipSource(Source):
 
     def read(self, name: str) -> bytes:
         try:
-            return self._zip.read(self._names[name])
+            info = self._infos[self._names[name]]
         except KeyError:
             raise FileNotFoundError(name) from None
+        cap = member_cap(name)
+        if info.file_size > cap or info.compress_size > cap:
+            raise InputError(f"dataset member {info.filename} declares {max(info.file_size, info.compress_size):,} "
+                             f"bytes, over the {cap >> 20} MiB a {_kind(name)} may hold; refusing it unread")
+        # Only what the writer uses: deflate output is bounded by the declared size as it is read, while bzip2/lzma
+        # decompress a whole compressed chunk at once.
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise InputError(f"dataset member {info.filename} uses zip compression method {info.compress_type}; "
+                             "datasets are read with stored or deflate members only")
+        if info.flag_bits & 0x1:
+            raise InputError(f"dataset member {info.filename} is encrypted; datasets must not be")
+        try:
+            return self._zip.read(info)
+        except zipfile.BadZipFile as exc:
+            why = "its CRC-32 does not match its data" if "CRC" in str(exc) else "its header is damaged"
+            raise InputError(f"dataset member {info.filename} is corrupt: {why}") from None
+        except (zlib.error, EOFError):
+            raise InputError(f"dataset member {info.filename} is corrupt: its data does not decompress") from None
 
     def close(self) -> None:
         self._zip.close()
@@ -86,13 +108,22 @@ class DirSource(Source):
 
     def read(self, name: str) -> bytes:
         try:
-            return (self._root / self._names[name]).read_bytes()
+            path = self._root / self._names[name]
         except KeyError:
             raise FileNotFoundError(name) from None
+        cap, size = member_cap(name), path.stat().st_size
+        if size > cap:
+            raise InputError(f"dataset file {self._names[name]} is {size:,} bytes, over the {cap >> 20} MiB a "
+                             f"{_kind(name)} may hold; refusing it unread")
+        return path.read_bytes()
 
 
 def open_source(path: Path) -> Source:
     return DirSource(path) if path.is_dir() else ZipSource(path)
+
+
+def _kind(name: str) -> str:
+    return name if name in (layout.INFO_FILE, layout.METADATA_FILE) else "dataset file"
 
 
 def _ignored(name: str) -> bool:

@@ -6,7 +6,7 @@ lists the numbers with the reason for each.
 
 from __future__ import annotations
 
-from trellis2_worker.dataset.layout import LATENT_DOWNSAMPLE, RESOLUTIONS
+from trellis2_worker.dataset.layout import INFO_FILE, LATENT_DOWNSAMPLE, METADATA_FILE, RESOLUTIONS
 from trellis2_worker.render.cameras import NUM_COND_VIEWS
 
 MiB = 1 << 20
@@ -20,11 +20,22 @@ MAX_TOKENS = {r: (r // LATENT_DOWNSAMPLE) ** 3 for r in RESOLUTIONS}
 # 8 GiB by the Java inspection, so 10,000 is above any real dataset and keeps the name checks (~21 per object) small.
 MAX_OBJECTS = 10_000
 # Declared size of one member, checked before it is read: the largest real member is a 1024 latent at its token cap
-# (262,144 x 32 float32 = 32 MiB); renders at the largest render size are smaller.
+# (262,144 x 32 float32 = 32 MiB); a 1024² RGBA render is at most ~4 MiB.
 MAX_MEMBER_BYTES = 256 * MiB
-# prepared_dataset.json, as the Java inspection's MAX_PREPARED_JSON.
+# prepared_dataset.json, as the Java inspection's MAX_PREPARED_JSON (a real one is ~200 bytes an object).
 MAX_INFO_BYTES = 64 * MiB
+# metadata.csv: parsed into Python rows, so tighter than a binary member (a real one is well under 1 KB an object).
+MAX_METADATA_BYTES = 16 * MiB
 # Whole archive once decompressed: refuse zip bombs before reading anything.
 MAX_UNCOMPRESSED_BYTES = 256 * GiB
 
-__all__ = ["MAX_INFO_BYTES", "MAX_MEMBER_BYTES", "MAX_OBJECTS", "MAX_RENDERS", "MAX_TOKENS", "MAX_UNCOMPRESSED_BYTES"]
+
+def member_cap(name: str) -> int:
+    """The most bytes the dataset file `name` (its path inside the dataset) may declare."""
+    return {INFO_FILE: MAX_INFO_BYTES, METADATA_FILE: MAX_METADATA_BYTES}.get(name, MAX_MEMBER_BYTES)
+
+
+__all__ = [
+    "MAX_INFO_BYTES", "MAX_MEMBER_BYTES", "MAX_METADATA_BYTES", "MAX_OBJECTS", "MAX_RENDERS", "MAX_TOKENS",
+    "MAX_UNCOMPRESSED_BYTES", "member_cap",
+]

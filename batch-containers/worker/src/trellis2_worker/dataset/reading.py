@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from trellis2_worker.dataset import layout
+from trellis2_worker.dataset import layout, limits
 from trellis2_worker.dataset.archive import Source, open_source
 from trellis2_worker.errors import InputError
 
@@ -162,6 +162,12 @@ def check_info(info) -> None:
     objects = info["objects"]
     if not isinstance(objects, list) or not objects:
         raise InputError(f"{layout.INFO_FILE} lists no objects")
+    if len(objects) > limits.MAX_OBJECTS:
+        raise InputError(f"{layout.INFO_FILE} lists {len(objects):,} objects; a dataset holds at most "
+                         f"{limits.MAX_OBJECTS:,}")
+    # Checked here, before anything is sized from them (expected_files makes one name per render).
+    bounds = {"shape_tokens": limits.MAX_TOKENS[info["resolution"]], "pbr_tokens": limits.MAX_TOKENS[info["resolution"]],
+              "renders": limits.MAX_RENDERS}
     seen = set()
     for o in objects:
         sha = o.get("sha256") if isinstance(o, dict) else None
@@ -170,6 +176,10 @@ def check_info(info) -> None:
         if sha in seen:
             raise InputError(f"{layout.INFO_FILE} lists object {sha[:12]} twice")
         seen.add(sha)
-        for key in ("shape_tokens", "pbr_tokens", "renders"):
-            if not isinstance(o.get(key), int) or o[key] < 0:
+        for key, most in bounds.items():
+            value = o.get(key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise InputError(f"object {sha[:12]} in {layout.INFO_FILE} has no valid {key!r}")
+            if value > most:
+                raise InputError(f"object {sha[:12]} in {layout.INFO_FILE} declares {key} = {value:,}; "
+                                 f"at most {most:,} allowed at resolution {info['resolution']}")

@@ -47,7 +47,9 @@ def _gltf(**kinds) -> dict:
 @pytest.fixture
 def root(tmp_path):
     """The archive folder, one level below a folder holding files the asset must never reach."""
-    (tmp_path / "secret.png").write_bytes(_png_header(4, 4))
+    from PIL import Image
+
+    Image.new("RGB", (4, 4), (255, 0, 0)).save(tmp_path / "secret.png")
     (tmp_path / "secret.bin").write_bytes(b"\1" * 64)
     archive = tmp_path / "archive"
     (archive / "models").mkdir(parents=True)
@@ -277,3 +279,47 @@ def test_blend_and_fbx_images_outside_are_refused_in_the_sandboxed_pass(built, t
     (entry,) = report["objects"]
     assert expected in entry["reason"] and "outside the archive" in entry["reason"]
     assert ("Landlock" in entry["sandbox"]) == (landlock_abi() > 0) and report["sandbox"] == [entry["sandbox"]]
+
+
+def _triangle_gltf(image_uri: str) -> dict:
+    import base64
+
+    import numpy as np
+
+    data = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.float32).tobytes() + \
+        np.array([[0, 0], [1, 0], [0, 1]], np.float32).tobytes()
+    return {
+        "asset": {"version": "2.0"}, "scene": 0, "scenes": [{"nodes": [0]}], "nodes": [{"mesh": 0}],
+        "meshes": [{"primitives": [{"attributes": {"POSITION": 0, "TEXCOORD_0": 1}, "material": 0}]}],
+        "materials": [{"pbrMetallicRoughness": {"baseColorTexture": {"index": 0}}}],
+        "textures": [{"source": 0}], "images": [{"uri": image_uri}],
+        "buffers": [{"byteLength": len(data),
+                     "uri": "data:application/octet-stream;base64," + base64.b64encode(data).decode()}],
+        "bufferViews": [{"buffer": 0, "byteLength": 36}, {"buffer": 0, "byteOffset": 36, "byteLength": 24}],
+        "accessors": [{"bufferView": 0, "componentType": 5126, "count": 3, "type": "VEC3",
+                       "min": [0, 0, 0], "max": [1, 1, 0]},
+                      {"bufferView": 1, "componentType": 5126, "count": 3, "type": "VEC2"}],
+    }
+
+
+@pytest.mark.slow
+def test_the_blender_pass_itself_refuses_an_outside_image_that_got_past_discovery(root, tmp_path):
+    # Defence in depth: the pass is started on a glTF whose image lies outside, as if discovery had missed it.
+    from trellis2_worker.ingest.discovery import Asset
+    from trellis2_worker.ingest.pipeline import run_blender_pass
+
+    path = root / "models" / "m.gltf"
+    path.write_text(json.dumps(_triangle_gltf("../../secret.png")))
+    assert "outside the archive" in check(path, "gltf", root)
+    (tmp_path / "logs").mkdir()
+    result = run_blender_pass(Asset("0" * 64, "models/m.gltf", "gltf", path.stat().st_size, path),
+                              tmp_path / "dump", None, render_size=8, render_samples=1, threads=1, timeout_s=300,
+                              memory_mb=4096, log_path=tmp_path / "logs" / "m.log", root=root)
+    assert result["ok"] is False and "refers outside the archive" in result["reason"], result
+    # The same file with the image inside goes through, its texture dumped.
+    (root / "models" / "secret.png").write_bytes((root.parent / "secret.png").read_bytes())
+    path.write_text(json.dumps(_triangle_gltf("secret.png")))
+    result = run_blender_pass(Asset("1" * 64, "models/m.gltf", "gltf", path.stat().st_size, path),
+                              tmp_path / "dump2", None, render_size=8, render_samples=1, threads=1, timeout_s=300,
+                              memory_mb=4096, log_path=tmp_path / "logs" / "m2.log", root=root)
+    assert result["ok"] and result["num_basecolor_tex"] == 1, result

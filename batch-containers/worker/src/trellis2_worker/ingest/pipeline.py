@@ -71,13 +71,15 @@ _SECRET_ENV_PREFIXES = ("AWS_", "ECS_")
 _SECRET_ENV_WORDS = ("SECRET", "TOKEN", "PASSWORD", "CREDENTIAL", "_KEY")
 
 
-def _pass_env(work: Path) -> dict:
+def _pass_env(work: Path, gpu_cache: Path | None = None) -> dict:
     env = {k: v for k, v in os.environ.items()
            if not k.upper().startswith(_SECRET_ENV_PREFIXES) and not any(w in k.upper() for w in _SECRET_ENV_WORDS)}
     src = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     # Blender's temporary files and user folders go to the pass's own work folder, the one place it may write.
-    env["HOME"] = env["TMPDIR"] = str(work)
+    env["HOME"] = env["TMPDIR"] = env["XDG_CACHE_HOME"] = str(work)
+    if gpu_cache is not None:  # the GPU driver's compiled-kernel caches, shared by this run's passes
+        env["CUDA_CACHE_PATH"], env["OPTIX_CACHE_PATH"] = str(gpu_cache / "cuda"), str(gpu_cache / "optix")
     return env
 
 
@@ -93,10 +95,11 @@ def run_blender_pass(asset: Asset, dump_dir: Path, render_dir: Path | None, *, r
     work.mkdir(parents=True)
     result_path = work / "result.json"
     writable = [dump_dir] + ([render_dir] if render_dir is not None else [])
-    for d in writable:
+    gpu_cache = log_path.parent / "gpu-cache"
+    for d in [*writable, gpu_cache]:
         Path(d).mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "trellis2_worker.ingest.sandbox", "--read", str(root)]
-    for d in [*writable, work]:
+    for d in [*writable, work, gpu_cache]:
         cmd += ["--write", str(Path(d).resolve())]
     cmd += [
         "--", sys.executable, "-m", "trellis2_worker.ingest.blender_pass",
@@ -109,7 +112,7 @@ def run_blender_pass(asset: Asset, dump_dir: Path, render_dir: Path | None, *, r
     ]
     if render_dir is not None:
         cmd += ["--render-dir", str(Path(render_dir).resolve())]
-    env = _pass_env(work)
+    env = _pass_env(work, gpu_cache)
     started = time.time()
     with open(log_path, "wb") as log:
         # Its working folder is the archive's: Blender's OBJ importer tries a texture path relative to it.
@@ -140,8 +143,8 @@ def _outcome(result_path: Path, log_text: str, code: int, memory_mb: int) -> dic
             return {"ok": False, "reason": f"out of memory (cap {memory_mb} MB): Blender crashed with {sig}"}
         hint = f" (likely out of memory, cap {memory_mb} MB)" if -code == signal.SIGKILL else ""
         return {"ok": False, "reason": f"Blender crashed with {sig}{hint}"}
-    tail = [ln for ln in log_text.strip().splitlines() if not ln.startswith("sandbox: ")][-1:] or [""]
-    return {"ok": False, "reason": f"Blender exited with code {code}: {tail[0][:200]}"}
+    # Not its log's last line: importers print lines of the files they read, and a reason never echoes file bytes.
+    return {"ok": False, "reason": f"Blender exited with code {code} before writing its result"}
 
 
 class _Progress:

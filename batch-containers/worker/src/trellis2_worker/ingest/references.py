@@ -13,8 +13,9 @@ are listed here with the importer's own normalisation, learnt from its source:
   then tries `mtl_dir + path`, `path` itself (relative to its working folder, which the worker sets to `root`),
   `path` with `_` read as spaces, and `mtl_dir + basename(path)`. Bytes <= 0x20 and >= 0x80 are whitespace to its
   tokeniser (signed `char`); backslashes are checked both as literal characters and as separators.
-FBX and .blend references are checked inside the Blender pass (blender_pass.py), where Blender's own FBX parser and
-path list are at hand. Nothing outside `root` is ever opened here: a candidate is tested by its resolved path first.
+- .blend: a library (another .blend) is read as the file opens, so a file holding a library block is refused here;
+  its images, fonts, caches... are read later and are checked inside the Blender pass, as are FBX textures
+  (blender_pass.py), where Blender's own FBX parser and path list are at hand. Nothing outside `root` is ever opened here: a candidate is tested by its resolved path first.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@
 What the preprocess and train issues ask to see working: a zip of all the real assets becomes a dataset zip, that
 zip is accepted again by `preprocess` (passed through unchanged), and `train` makes an adapter per stage from it.
 Each command runs as its own process, one after another (so each has the whole machine); per command it prints the
-wall time, peak RSS, and for training the seconds per step and the held-out flow loss, base against adapted, as the
-adapter record says it and as recomputed from the saved adapter file (`evaluate_adapter`).
+wall time, peak RSS, and for training the seconds per step and the fixed-noise flow loss, base against adapted, on
+the training objects (as the adapter record says it and as recomputed from the saved adapter file,
+`evaluate_adapter`) and on the objects held out of training.
 
     PY=$(bin/venv-path)/bin/python
     $PY bench/real_assets_run.py                                   # tiny base, 512, renders 128², 100 steps
@@ -92,8 +93,8 @@ def main() -> int:
     same = code == 0 and again.read_bytes() == dataset.read_bytes()
     print(f"preprocess given its own output: exit {code}, {wall:.1f} s, output identical: {same}")
 
-    print(f"\n{'stage':18s} {'wall s':>7s} {'s/step':>7s} {'peak RSS':>9s} {'held-out base':>14s} {'adapted':>8s} "
-          f"{'from file':>9s}")
+    print(f"\n{'stage':18s} {'wall s':>7s} {'s/step':>7s} {'peak RSS':>9s} {'trained base':>13s} {'adapted':>8s} "
+          f"{'from file':>9s} {'held-out base':>14s} {'adapted':>8s}")
     failures = 0 if same else 1
     for stage in args.stages:
         adapter = out / "adapters" / f"{stage}.safetensors"
@@ -111,9 +112,11 @@ def main() -> int:
         log = [json.loads(line) for line in (out / "adapters" / f"{stage}.loss.jsonl").read_text().splitlines()]
         per_step = (log[-1]["seconds"] - log[0]["seconds"]) / max(1, len(log) - 1)
         m = r["metrics"]
-        again = evaluate_adapter(adapter, dataset, base(), eval_objects=m["heldout_objects"])
-        print(f"{stage:18s} {wall:7.0f} {per_step:7.2f} {rss:6.2f} GiB {m['heldout_flow_loss_base']:14.3f} "
-              f"{m['heldout_flow_loss_adapted']:8.3f} {again['heldout_flow_loss_adapted']:9.3f}")
+        fit = m["train_objects_flow_loss"]
+        held = m.get("held_out", {}).get("flow_loss", {"base": float("nan"), "adapted": float("nan")})
+        again = evaluate_adapter(adapter, dataset, base(), eval_objects=fit["objects"])
+        print(f"{stage:18s} {wall:7.0f} {per_step:7.2f} {rss:6.2f} GiB {fit['base']:13.3f} {fit['adapted']:8.3f} "
+              f"{again['train_objects_flow_loss']['adapted']:9.3f} {held['base']:14.3f} {held['adapted']:8.3f}")
     print(f"\nadapters, records, loss logs and curves: {out / 'adapters'}")
     return 1 if failures else 0
 

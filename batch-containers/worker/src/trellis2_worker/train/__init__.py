@@ -1,12 +1,14 @@
 """LoRA training of one TRELLIS.2 denoiser per run (docs/training.md).
 
 `train(TrainRequest(...)) -> report` runs it; `evaluate_adapter(adapter, dataset, base)` recomputes a saved adapter's
-held-out metric; `load_adapter(model, path, denoiser, resolution)` puts a saved adapter on a flow model (refusing one
-made for another stage); `read_adapter_metadata(path)` reads its header.
+flow-loss metrics; `held_out_split(shas)` says which objects a run holds out of training; `load_adapter(model, path,
+denoiser, resolution)` puts a saved adapter on a flow model (refusing one made for another stage);
+`read_adapter_metadata(path)` reads its header.
 
-Modules along the run's seams: `request` (TrainRequest, the early stops), `data` (objects, per-step draws),
-`condition` (views and their DINOv3 features), `denoise` (the loss), `checkpoint`, `evaluation` (held-out metric),
-`outputs` (adapter, record, loss log, curve), `trainer` (the `Run` and its loop); `recipe`, `batching`, `lora`.
+Modules along the run's seams: `request` (TrainRequest, the early stops), `data` (objects, per-step draws), `split`
+(held-out objects), `condition` (views and their DINOv3 features), `denoise` (the loss), `ema`, `checkpoint`,
+`evaluation` (flow loss on training and held-out objects), `outputs` (adapter, record, loss log, curve), `trainer`
+(the `Run` and its loop); `recipe`, `batching`, `lora`.
 """
 
 # Imported on first use (PEP 562): peft and torch take seconds to import, and every `trellis2-worker` command
@@ -15,6 +17,7 @@ _EXPORTS = {
     "TARGET_REGEX": "lora", "attach_lora": "lora", "load_adapter": "lora", "read_adapter_metadata": "lora",
     "save_adapter": "lora", "STAGES": "recipe", "TARGET_MODULES": "recipe", "TrainingDiverged": "request",
     "TrainingInterrupted": "request", "TrainRequest": "request", "evaluate_adapter": "evaluation", "train": "trainer",
+    "held_out_split": "split",
 }
 
 
@@ -35,6 +38,7 @@ __all__ = [
     "TrainingInterrupted",
     "attach_lora",
     "evaluate_adapter",
+    "held_out_split",
     "load_adapter",
     "read_adapter_metadata",
     "save_adapter",

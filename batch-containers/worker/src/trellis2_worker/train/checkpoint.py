@@ -1,5 +1,6 @@
 """The run's checkpoint beside its output (`<denoiser>.checkpoint.safetensors`): LoRA weights, AdamW state, clipper
-history and loss log, with a fingerprint of the run so that a rerun resumes only its own checkpoint.
+history, loss log and (when on) the EMA of the LoRA weights, with a fingerprint of the run so that a rerun resumes
+only its own checkpoint.
 
 A run resumed from it ends with the same adapter as a run that was never stopped (the per-step draws are seeded by
 step, data.py). It is removed once the adapter is written, and when the run diverges (a resume would only diverge
@@ -25,13 +26,17 @@ CHECKPOINT_KIND = "trellis2-lora-checkpoint"
 def fingerprint(req: TrainRequest, dataset_sha: str, base_sha: str) -> dict:
     return {"dataset_sha256": dataset_sha, "denoiser": req.denoiser, "resolution": req.resolution, "rank": req.rank,
             "learning_rate": req.learning_rate, "training_steps": req.training_steps, "batch_size": req.batch_size,
-            "seed": req.seed, "base_checkpoint_sha256": base_sha}
+            "seed": req.seed, "base_checkpoint_sha256": base_sha, "held_out_fraction": req.held_out_fraction,
+            "ema_decay": req.ema_decay}
 
 
-def save_checkpoint(path: Path, peft_model, optimizer, clipper, step: int, log: list[dict], fingerprint: dict) -> None:
+def save_checkpoint(path: Path, peft_model, optimizer, clipper, step: int, log: list[dict], fingerprint: dict,
+                    ema=None) -> None:
     from safetensors.torch import save_file
 
     tensors = {f"lora/{k}": v for k, v in lora_io.adapter_state(peft_model).items()}
+    if ema is not None:
+        tensors.update({f"ema/{k}": v for k, v in ema.state().items()})
     opt = optimizer.state_dict()
     names = {}
     for idx, state in opt["state"].items():
@@ -44,7 +49,8 @@ def save_checkpoint(path: Path, peft_model, optimizer, clipper, step: int, log: 
     save_file(tensors, str(path), metadata=header)
 
 
-def load_checkpoint(path: Path, peft_model, optimizer, clipper, fingerprint: dict) -> tuple[int, list[dict]] | None:
+def load_checkpoint(path: Path, peft_model, optimizer, clipper, fingerprint: dict,
+                    ema=None) -> tuple[int, list[dict]] | None:
     """Restores the state and returns (step, log), or None when the checkpoint belongs to another run."""
     from peft import set_peft_model_state_dict
     from safetensors import safe_open
@@ -60,6 +66,8 @@ def load_checkpoint(path: Path, peft_model, optimizer, clipper, fingerprint: dic
              for idx, names in json.loads(meta["optim_names"]).items()}
     optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["optim_groups"])})
     clipper.norms = [float(x) for x in json.loads(meta["clip_norms"])]
+    if ema is not None:  # the fingerprint's ema_decay says the checkpoint holds one
+        ema.load_state({k[len("ema/"):]: v for k, v in tensors.items() if k.startswith("ema/")})
     return int(meta["step"]), json.loads(meta["log"])
 
 
@@ -71,11 +79,11 @@ class Checkpoints:
         self.dir = workdir / "ckpt"
         self.fingerprint = fingerprint
 
-    def resume(self, peft_model, optimizer, clipper) -> tuple[int, list[dict]]:
+    def resume(self, peft_model, optimizer, clipper, ema=None) -> tuple[int, list[dict]]:
         """(step, log) to go on from: the saved state when this run left one, else (0, [])."""
         found = _fetch_if_exists(self.uri, self.dir / "resume.safetensors")
         if found is not None:
-            restored = load_checkpoint(found, peft_model, optimizer, clipper, self.fingerprint)
+            restored = load_checkpoint(found, peft_model, optimizer, clipper, self.fingerprint, ema)
             if restored is None:
                 print(f"train: {self.uri} belongs to another run; starting afresh", file=sys.stderr)
             else:
@@ -83,12 +91,12 @@ class Checkpoints:
                 return restored
         return 0, []
 
-    def save(self, step: int, peft_model, optimizer, clipper, log: list[dict]) -> None:
+    def save(self, step: int, peft_model, optimizer, clipper, log: list[dict], ema=None) -> None:
         from trellis2_worker import storage
 
         path = self.dir / "out.safetensors"
         path.parent.mkdir(exist_ok=True)
-        save_checkpoint(path, peft_model, optimizer, clipper, step, log, self.fingerprint)
+        save_checkpoint(path, peft_model, optimizer, clipper, step, log, self.fingerprint, ema)
         storage.upload_file(path, self.uri)
 
     def remove(self) -> None:

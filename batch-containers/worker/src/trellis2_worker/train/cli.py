@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 
+from trellis2_worker.train.ema import DEFAULT_EMA_DECAY
 from trellis2_worker.train.recipe import BATCH_SIZE, RESOLUTIONS, STAGES
+from trellis2_worker.train.split import HELD_OUT_FRACTION, MIN_OBJECTS_TO_HOLD_OUT
 
 
 def register(subparsers) -> None:
@@ -37,7 +39,16 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
     p.add_argument("--no-gradient-checkpointing", dest="gradient_checkpointing", action="store_false")
-    p.add_argument("--eval-objects", type=int, default=16, help="objects in the held-out loss metric")
+    p.add_argument("--eval-objects", type=int, default=16,
+                   help="objects per evaluated set (training objects, held-out objects) after training; "
+                        "0 turns the evaluation off")
+    p.add_argument("--held-out-fraction", type=float, default=HELD_OUT_FRACTION,
+                   help=f"share of the dataset's objects never trained on, chosen by content hash and rounded up "
+                        f"(default {HELD_OUT_FRACTION}; none when the dataset has fewer than "
+                        f"{MIN_OBJECTS_TO_HOLD_OUT} objects)")
+    p.add_argument("--ema-decay", type=float, default=0.0, nargs="?", const=DEFAULT_EMA_DECAY,
+                   help=f"also keep an EMA of the LoRA weights, saved as <denoiser>.ema.safetensors and evaluated "
+                        f"alike; bare --ema-decay means {DEFAULT_EMA_DECAY} (default 0: off)")
     p.add_argument("--condition-cache-gb", type=float, default=4.0,
                    help="memory for DINOv3 features of views already seen (on the training device)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
@@ -57,4 +68,5 @@ def run(args: argparse.Namespace) -> dict:
             base=args.base, batch_size=args.batch_size, max_tokens_per_micro_batch=args.max_tokens_per_micro_batch,
             checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device,
             gradient_checkpointing=args.gradient_checkpointing, eval_objects=args.eval_objects,
+            held_out_fraction=args.held_out_fraction, ema_decay=args.ema_decay,
             condition_cache_gb=args.condition_cache_gb, progress=args.progress))

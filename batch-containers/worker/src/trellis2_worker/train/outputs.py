@@ -1,7 +1,9 @@
-"""What a finished run leaves beside `--output`: the adapter, its record (`<denoiser>.json`, the adapter entry of the
-result contract with `metrics`), the loss log (`.loss.jsonl`) and the loss curve (`.loss.png`).
+"""What a finished run leaves beside `--output`: the adapter (and, with an EMA, `<denoiser>.ema.safetensors`), its
+record (`<denoiser>.json`, the adapter entry of the result contract with `metrics`), the loss log (`.loss.jsonl`) and
+the loss curve (`.loss.png`).
 
-`write_outputs` writes them all locally, then uploads them; a new output file is one more step there.
+`write_adapters` writes and uploads the adapter files first, as soon as training ends, so nothing measured afterwards
+can lose them; `write_record` then writes and uploads the rest. A new output file is one more step in one of them.
 """
 
 from __future__ import annotations
@@ -56,29 +58,50 @@ def plot_losses(log: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def write_outputs(req: TrainRequest, peft_model, metadata: dict, log: list[dict], metrics: dict, out_dir: Path) -> dict:
-    """Writes the adapter, record, loss log and curve under `out_dir`, uploads each beside `req.output`, and returns
-    the record plus where each file went."""
+def _file_ref(url: str, path: Path) -> dict:
+    return {"url": url, "content_type": "application/octet-stream", "file_name": Path(url).name,
+            "file_size": path.stat().st_size}
+
+
+def write_adapters(req: TrainRequest, peft_model, metadata: dict, out_dir: Path, ema=None) -> dict:
+    """Writes the adapter (and the EMA adapter) under `out_dir`, uploads each beside `req.output`, and returns their
+    file objects for the record: {"lora_file": ..., "ema_file": ...}."""
     from trellis2_worker import storage
 
-    out_dir.mkdir()
-    name = Path(req.output).name
-    adapter_path = out_dir / name
+    out_dir.mkdir(exist_ok=True)
+    adapter_path = out_dir / Path(req.output).name
     lora_io.save_adapter(peft_model, adapter_path, metadata)
+    storage.upload_file(adapter_path, req.output)
+    files = {"lora_file": _file_ref(req.output, adapter_path)}
+    if ema is not None:
+        ema_uri = sibling(req.output, ".ema.safetensors")
+        ema_path = out_dir / Path(ema_uri).name
+        with ema.applied():
+            lora_io.save_adapter(peft_model, ema_path, {**metadata, "ema_decay": ema.decay})
+        storage.upload_file(ema_path, ema_uri)
+        files["ema_file"] = _file_ref(ema_uri, ema_path)
+    return files
+
+
+def write_record(req: TrainRequest, files: dict, log: list[dict], metrics: dict, out_dir: Path) -> dict:
+    """Writes the record, loss log and curve under `out_dir`, uploads each beside `req.output`, and returns the record
+    plus where each file went. `files`: what `write_adapters` returned."""
+    from trellis2_worker import storage
+
+    out_dir.mkdir(exist_ok=True)
     (out_dir / "loss.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
     plot_losses(log, out_dir / "loss.png", f"{req.denoiser} LoRA r{req.rank}, lr {req.learning_rate:g}, "
                                             f"{req.resolution}")
     record = {
         "denoiser": req.denoiser,
         "resolution": req.resolution,
-        "lora_file": {"url": req.output, "content_type": "application/octet-stream", "file_name": name,
-                      "file_size": adapter_path.stat().st_size},
+        "lora_file": files["lora_file"],
         "rank": req.rank,
         "training_steps": req.training_steps,
         "learning_rate": req.learning_rate,
         "metrics": metrics,
+        **{k: v for k, v in files.items() if k != "lora_file"},
     }
-    storage.upload_file(adapter_path, req.output)
     record_path = out_dir / "record.json"
     record_path.write_text(json.dumps(record, indent=2) + "\n")
     storage.upload_file(record_path, sibling(req.output, ".json"))

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from trellis2_worker.errors import InputError, WorkerError
 from trellis2_worker.train.recipe import BATCH_SIZE, RESOLUTIONS, STAGES, Stage
+from trellis2_worker.train.split import HELD_OUT_FRACTION, MAX_HELD_OUT_FRACTION
 
 DEFAULT_BASE = "microsoft/TRELLIS.2-4B"
 
@@ -37,7 +38,9 @@ class TrainRequest:
     seed: int = 0
     device: str | None = None
     gradient_checkpointing: bool = True
-    eval_objects: int = 16
+    eval_objects: int = 16  # objects per evaluated set (training objects, held-out objects); 0: no evaluation
+    held_out_fraction: float = HELD_OUT_FRACTION
+    ema_decay: float = 0.0  # 0: no EMA (ema.py says why it is off by default and what the decay means)
     condition_cache_gb: float = 4.0
     progress: bool = True
     hf_token: str | None = field(default=None, repr=False)
@@ -52,6 +55,13 @@ class TrainRequest:
                 raise InputError(f"{name.replace('_', '-')} must be at least 1")
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             raise InputError("learning-rate must be a positive number")
+        if int(self.eval_objects) < 0:
+            raise InputError("eval-objects must be 0 (no evaluation) or more")
+        if not 0 <= self.held_out_fraction <= MAX_HELD_OUT_FRACTION:  # also refuses NaN
+            raise InputError(f"held-out-fraction must be from 0 to {MAX_HELD_OUT_FRACTION}, "
+                             f"got {self.held_out_fraction}")
+        if not 0 <= self.ema_decay < 1:
+            raise InputError(f"ema-decay must be 0 (off) or below 1, got {self.ema_decay}")
         if not self.output.endswith(".safetensors"):
             raise InputError(f"--output must name a .safetensors file, got {self.output}")
         return STAGES[self.denoiser]

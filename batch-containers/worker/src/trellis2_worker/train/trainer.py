@@ -1,9 +1,10 @@
 """One LoRA adapter for one TRELLIS.2 denoiser, trained from a preprocessed dataset with the reference recipe.
 
-`train` sets up a `Run` (data.py: the objects; condition.py: their DINOv3 features; denoise.py: the loss;
-checkpoint.py: resume and save), loops over its steps, then measures it (evaluation.py) and writes its files
-(outputs.py). A run stopped at any step and resumed from its checkpoint ends with the same adapter as a run that was
-never stopped.
+`train` sets up a `Run` (data.py: the objects; split.py: those held out of training; condition.py: their DINOv3
+features; denoise.py: the loss; checkpoint.py: resume and save; ema.py: the optional EMA), loops over its steps,
+saves the adapter (outputs.py), then measures it (evaluation.py; a failure there is recorded, the adapter kept) and
+writes its record. A run stopped at any step and resumed from its checkpoint ends with the same adapter as a run
+that was never stopped.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Callable
 
 import torch
 
-from trellis2_worker.errors import InputError, WorkerError
+from trellis2_worker.errors import InputError, WorkerError, one_line
 from trellis2_worker.train import lora as lora_io
 from trellis2_worker.train.batching import default_token_budget, plan_micro_batches
 from trellis2_worker.train.checkpoint import Checkpoints, fingerprint
@@ -36,10 +37,12 @@ from trellis2_worker.train.data import (
     step_generators,
 )
 from trellis2_worker.train.denoise import Denoise, is_oom, pick_device, set_gradient_checkpointing
-from trellis2_worker.train.evaluation import heldout_metrics
-from trellis2_worker.train.outputs import adapter_metadata, training_metrics, write_outputs
+from trellis2_worker.train.ema import LoraEma
+from trellis2_worker.train.evaluation import HELD_OUT_SET, TRAIN_SET, evaluation_metrics, flow_losses
+from trellis2_worker.train.outputs import adapter_metadata, training_metrics, write_adapters, write_record
 from trellis2_worker.train.recipe import ADAM_EPS, BETAS, P_UNCOND, WEIGHT_DECAY, AdaptiveGradClipper, Stage, sample_t
 from trellis2_worker.train.request import TrainingDiverged, TrainingInterrupted, TrainRequest
+from trellis2_worker.train.split import held_out_split
 
 
 @dataclass
@@ -48,7 +51,7 @@ class Run:
 
     req: TrainRequest
     stage: Stage
-    objects: list[TrainObject]
+    objects: list[TrainObject]  # the ones trained on (the held-out ones never enter the loop)
     conditioner: Conditioner
     denoise: Denoise  # .model is the PEFT-wrapped flow model
     optimizer: torch.optim.Optimizer
@@ -60,13 +63,14 @@ class Run:
     log: list[dict] = field(default_factory=list)
     stop: dict = field(default_factory=dict)  # {"signal": n} once SIGTERM arrived
     on_step: Callable[[int, dict], None] | None = None
+    ema: LoraEma | None = None
 
     @property
     def peft_model(self):
         return self.denoise.model
 
     def save_checkpoint(self, step: int) -> None:
-        self.checkpoints.save(step, self.peft_model, self.optimizer, self.clipper, self.log)
+        self.checkpoints.save(step, self.peft_model, self.optimizer, self.clipper, self.log, self.ema)
 
 
 def train(req: TrainRequest, base=None, on_step=None) -> dict:
@@ -93,12 +97,15 @@ def train(req: TrainRequest, base=None, on_step=None) -> dict:
         ds = open_dataset(local)
         with ds:
             check_encoders(ds, base, stage, req.resolution)
+            split = held_out_split([e["sha256"] for e in ds.info["objects"]], req.held_out_fraction)
             objects, skipped = load_objects(ds, stage, req.resolution, base)
             for s in skipped:
                 print(f"train: skipping {s['sha256'][:12]}: {s['reason']}", file=sys.stderr)
+            objects, held_out = split.partition(objects)
             if not objects:
                 raise InputError(f"no object of the dataset can train the {req.denoiser} denoiser "
-                                 f"({len(skipped)} skipped: {skipped[0]['reason'] if skipped else 'none listed'})")
+                                 f"({len(skipped)} skipped: {skipped[0]['reason'] if skipped else 'none listed'}; "
+                                 f"{len(held_out)} held out)")
             budget = req.max_tokens_per_micro_batch or default_token_budget(stage.sparse, req.resolution)
             if max(o.tokens for o in objects) > budget:
                 raise InputError(f"--max-tokens-per-micro-batch {budget} is below the largest object "
@@ -122,9 +129,12 @@ def train(req: TrainRequest, base=None, on_step=None) -> dict:
                                       cache_bytes=int(req.condition_cache_gb * 2**30),
                                       dtype=torch.bfloat16 if autocast else torch.float32)
             checkpoints = Checkpoints(req, workdir, fingerprint(req, dataset_sha, base_sha))
+            ema = None
+            if req.ema_decay:
+                ema = LoraEma({n: p for n, p in peft_model.named_parameters() if p.requires_grad}, req.ema_decay)
             run = Run(req, stage, objects, conditioner, Denoise(stage, peft_model, device, autocast), optimizer,
-                      clipper, params, checkpoints, budget, on_step=on_step)
-            run.start, run.log = checkpoints.resume(peft_model, optimizer, clipper)
+                      clipper, params, checkpoints, budget, on_step=on_step, ema=ema)
+            run.start, run.log = checkpoints.resume(peft_model, optimizer, clipper, ema)
 
             previous = None
             if threading.current_thread() is threading.main_thread():
@@ -138,12 +148,14 @@ def train(req: TrainRequest, base=None, on_step=None) -> dict:
                 if previous is not None:
                     signal.signal(signal.SIGTERM, previous)
 
-            heldout = heldout_metrics(run.denoise, peft_model, conditioner, objects, req.eval_objects)
+            metadata = adapter_metadata(req, key, base.model_id, base_sha, dataset_sha)
+            files = write_adapters(req, peft_model, metadata, workdir / "out", ema)
+            evaluation = _evaluate(run, {TRAIN_SET: objects, HELD_OUT_SET: held_out})
 
-        metadata = adapter_metadata(req, key, base.model_id, base_sha, dataset_sha)
-        metrics = {**heldout, **training_metrics(run.log, len(objects), len(skipped))}
-        written = write_outputs(req, peft_model, metadata, run.log, metrics, workdir / "out")
+        metrics = {**evaluation, **training_metrics(run.log, len(objects), len(skipped)), **split.as_record()}
+        written = write_record(req, files, run.log, metrics, workdir / "out")
         checkpoints.remove()
+        _print_metrics(req.denoiser, metrics)
         return {**written, "skipped_objects": skipped, "resumed_from_step": run.start,
                 "dataset_objects": summary["objects"], "adapter_metadata": metadata}
     except RuntimeError as exc:
@@ -159,6 +171,39 @@ def train(req: TrainRequest, base=None, on_step=None) -> dict:
         if restore is not None:
             restore[0].convert_to(restore[1])
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _evaluate(run: Run, sets: dict[str, list[TrainObject]]) -> dict:
+    """The evaluation part of the record, or why there is none; never raises (the adapter is already saved)."""
+    if not run.req.eval_objects:
+        return {"evaluation_note": "evaluation off (--eval-objects 0)"}
+    try:
+        losses = flow_losses(run.denoise, run.peft_model, run.conditioner, sets, run.req.eval_objects, run.ema)
+        return evaluation_metrics(losses, run.req.ema_decay)
+    except Exception as exc:  # noqa: BLE001 - a failed measurement must not lose the adapter that was trained
+        message = f"{type(exc).__name__}: {one_line(exc)}"
+        print(f"train: evaluation failed, the adapter is kept: {message}", file=sys.stderr)
+        return {"evaluation_error": message}
+
+
+def _print_metrics(denoiser: str, m: dict) -> None:
+    """The run's verdict on the console: base → adapted on the training objects and on the held-out ones."""
+    def line(prefix: str, part: dict) -> str:
+        out = []
+        for name, where in (("training", part.get("train_objects_flow_loss")),
+                            ("held-out", (part.get("held_out") or {}).get("flow_loss"))):
+            if where:
+                out.append(f"{where['objects']} {name} object{'s' if where['objects'] != 1 else ''} "
+                           f"{where['base']:.4f} -> {where['adapted']:.4f}")
+        return f"train: {denoiser}{prefix} fixed-noise flow loss, base -> adapted: " + "; ".join(out)
+
+    if "train_objects_flow_loss" in m:
+        print(line("", m))
+        if "ema" in m:
+            print(line(f" EMA {m['ema']['decay']:g}", m["ema"]))
+    for key in ("held_out_note", "evaluation_note", "evaluation_error"):
+        if key in m:
+            print(f"train: {denoiser}: {m[key]}")
 
 
 def _loop(run: Run) -> None:
@@ -195,6 +240,8 @@ def _loop(run: Run) -> None:
             norm = run.clipper(run.params)
             if math.isfinite(norm):
                 run.optimizer.step()
+            if run.ema is not None:
+                run.ema.update(step + 1)
             record = {"step": step + 1, "loss": total, "grad_norm": norm if math.isfinite(norm) else None,
                       "updated": math.isfinite(norm), "objects": len(batch), "tokens": sum(o.tokens for o in batch),
                       "micro_batches": len(groups), "seconds": round(time.perf_counter() - t0, 4)}

@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,10 +32,15 @@ sys.path[:0] = [str(WORKER / "src"), str(WORKER / "tests")]
 STAGES = ("sparse_structure", "geometry", "texture")
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "L4": 121e12}
 
-# Real flow configs (spec models §3-§4) and DINOv3 ViT-L/16 (§7), for --size full.
-FULL_FLOW = dict(model_channels=1536, cond_channels=1024, num_blocks=30, num_heads=12, mlp_ratio=5.3334,
-                 pe_mode="rope", share_mod=True, initialization="scaled", qk_rms_norm=True, qk_rms_norm_cross=True,
-                 dtype="bfloat16")
+# The official checkpoint configs, as the models tests' manifests record them (file name = the checkpoint's).
+MANIFESTS = WORKER / "tests" / "manifests"
+
+
+def full_config(key: str) -> dict:
+    """The official config {"name", "args"} of a base model key (`shape_slat_flow_model_1024`, ...)."""
+    from trellis2_worker.models.tiny import PIPELINE_MODELS
+
+    return json.loads((MANIFESTS / f"{Path(PIPELINE_MODELS[key]).name}.json").read_text())["config"]
 
 
 class RandomFullBase:
@@ -53,15 +59,14 @@ class RandomFullBase:
         from trellis2_worker.models import build_model
 
         if key not in self._models:
-            if key == "sparse_structure_flow_model":
-                cfg = {"name": "SparseStructureFlowModel", "args": dict(resolution=16, in_channels=8, out_channels=8, **FULL_FLOW)}
-            else:
-                cin = 64 if key.startswith("tex") else 32
-                cfg = {"name": "SLatFlowModel", "args": dict(resolution=32, in_channels=cin, out_channels=32, **FULL_FLOW)}
-            m = build_model(cfg, device=device).eval()
+            m = build_model(full_config(key), device=device).eval()
             m.requires_grad_(False)
             self._models[key] = m
         return self._models[key]
+
+    def clear(self):
+        """Drops the built models (one stage's peak memory should not hold another's model)."""
+        self._models.clear()
 
     def checkpoint_sha256(self, key):
         return "0" * 64
@@ -82,8 +87,9 @@ class RandomFullBase:
         return self._cond[device]
 
 
-def step_flops(model, stage: str, tokens: int, objects: int, cond_tokens: int, dino) -> float:
-    """Useful FLOPs of one optimiser step: 2× the forward's matmul FLOPs (forward + backward to activations)."""
+def step_flops(model, stage: str, tokens: int, objects: int, cond_tokens: int, dino, passes: int = 2) -> float:
+    """Useful FLOPs of one optimiser step: 2× the forward's matmul FLOPs (forward + backward to activations);
+    `passes=3` counts the flow as full training would (weight gradients too), the usual MFU convention."""
     C, M, Cc, L = model.model_channels, int(model.model_channels * model.mlp_ratio), model.cond_channels, model.num_blocks
     T = 4096 if stage == "sparse_structure" else tokens
     per_obj = L * (2 * T * C * (3 * C + C + C + C + 2 * M) + 2 * cond_tokens * Cc * 2 * C
@@ -91,10 +97,11 @@ def step_flops(model, stage: str, tokens: int, objects: int, cond_tokens: int, d
     d = dino.model.config
     dino_fwd = d.num_hidden_layers * (2 * cond_tokens * d.hidden_size * (4 * d.hidden_size + 2 * d.intermediate_size)
                                       + 4 * cond_tokens ** 2 * d.hidden_size)
-    return objects * (2 * per_obj + dino_fwd)
+    return objects * (passes * per_obj + dino_fwd)
 
 
-def one(args) -> dict:
+def one(args, base=None) -> dict:
+    """One stage's measured run as the CLI's --stage child does it; `base` may be passed in to reuse one."""
     import torch
 
     if args.threads:
@@ -102,9 +109,9 @@ def one(args) -> dict:
     from train_helpers import make_dataset
     from trellis2_worker.train.trainer import TrainRequest, train
 
-    if args.size == "full":
+    if base is None and args.size == "full":
         base = RandomFullBase()
-    else:
+    elif base is None:
         from trellis2_worker.models import load_base
 
         base = load_base("tiny")
@@ -116,7 +123,8 @@ def one(args) -> dict:
     steps = args.warmup + args.steps
     req = TrainRequest(dataset=str(ds), denoiser=args.stage, resolution=args.resolution, rank=args.rank,
                        learning_rate=1e-4, training_steps=steps, output=str(work / f"{args.stage}.safetensors"),
-                       batch_size=args.batch_size, device=args.device, progress=False, eval_objects=1,
+                       batch_size=args.batch_size, device=args.device, progress=False,
+                       eval_objects=getattr(args, "eval_objects", 1),
                        checkpoint_every=10**9, gradient_checkpointing=not args.no_checkpointing)
     cuda = args.device == "cuda"
 
@@ -127,7 +135,10 @@ def one(args) -> dict:
         if step == args.warmup and cuda:
             torch.cuda.reset_peak_memory_stats()
 
-    train(req, base=base, on_step=on_step)
+    try:
+        train(req, base=base, on_step=on_step)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     measured = times[args.warmup:]
     sec = (measured[-1] - times[args.warmup - 1]) / len(measured) if args.warmup else (measured[-1] - measured[0]) / (len(measured) - 1)
     out = {"stage": args.stage, "device": args.device, "size": args.size, "resolution": args.resolution,
@@ -148,6 +159,8 @@ def one(args) -> dict:
         out["tflops_per_step"] = round(flops / 1e12, 2)
         peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
         out["mfu"] = round(flops / sec / peak, 4) if peak else None
+        full = step_flops(model, args.stage, tokens, args.batch_size, cond_tokens, dino, passes=3)
+        out["mfu_3x_forward"] = round(full / sec / peak, 4) if peak else None
     out["peak_rss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
     return out
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Timing of the TRELLIS.2 models as LoRA training uses them, on whatever device is there.
 
-- Full-size flows (1.3B, official configs: bf16 block weights, fp32 rest) with a rank-32 LoRA on the spec's
-  targets, forward + backward under bf16 autocast at a given token count; wall time and peak memory.
+- Full-size flows (1.3B, official configs: bf16 block weights, fp32 rest) with a rank-32 LoRA on the reference's
+  targets (docs/training.md#lora-targets), forward + backward under bf16 autocast at a given token count; wall time
+  and peak memory.
 - Submanifold sparse conv throughput (64 -> 64 channels) at 100k voxels, forward (and forward+backward).
 
 Run:  PYTHONPATH=batch-containers/worker/src python bench/models_bench.py [--device cuda] [--tokens 8192]

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """O-Voxel conversion benchmark: time and peak RSS per resolution and phase (dual grid, PBR voxels, .vxz write and
-read), on the worst-case mesh of spec data §12 (a UV-textured sphere filling the cube plus an open wavy plane,
-about 180k triangles) and on real assets, plus the multi-worker speed-up.
+read), on the worst-case mesh of docs/data-formats.md#reference-converter-speed (a UV-textured sphere filling the
+cube plus an open wavy plane, about 180k triangles) and on real assets, plus the multi-worker speed-up.
 
     PY=$(bin/venv-path)/bin/python
     PYTHONPATH=batch-containers/worker/src $PY bench/ovoxel_bench.py                 # 256, 512, 1024
@@ -10,7 +10,8 @@ about 180k triangles) and on real assets, plus the multi-worker speed-up.
 Each resolution runs in a fresh process so that its peak RSS is its own (numba kernels load from the on-disk cache
 first, untimed). Times are CPU seconds of the process (like the reference's clock() prints; robust on a shared
 machine), wall seconds in brackets; write = both files (lzma compresses streams on up to 2 threads, so
-its CPU time adds the threads up). Reference converter (C++, single-threaded, same class of 2-core machine, spec §12):
+its CPU time adds the threads up). Reference converter (C++, single-threaded, same class of 2-core machine,
+docs/data-formats.md#reference-converter-speed):
 256: 0.9 s + 0.7 s, write 1.9 s, read 0.15 s; 512: 3.7 s + 3.3 s, write 9 s, read 0.36 s, peak 0.55 GB (dual grid);
 1024: 18.7 s + 11.6 s, write 63 s, read 1.15 s, peak 1.3 GB (dual grid).
 """
@@ -30,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-REFERENCE = {  # spec data §12: dual grid, PBR, write, read (s); peak RSS of the dual grid step (GB)
+# docs/data-formats.md#reference-converter-speed: dual grid, PBR, write, read (s); peak RSS of the dual grid step (GB)
+REFERENCE = {
     256: (0.9, 0.7, 1.9, 0.15, None),
     512: (3.7, 3.3, 9.0, 0.36, 0.55),
     1024: (18.7, 11.6, 63.0, 1.15, 1.3),

@@ -1,8 +1,8 @@
-"""The official TRELLIS.2 checkpoint configs and their state_dict manifests, written from the tables of
-../shared/spec/trellis2-models.md (§3 SS flow, §4 SLat flows, §5 SS VAE, §6.4-6.5 SC VAEs) without using our model
-code. `python tests/models_spec_tables.py` rewrites tests/manifests/*.json from these tables.
+"""The official TRELLIS.2 checkpoint configs and their state_dict manifests, written from the key, shape and dtype tables
+of the reference classes (microsoft/TRELLIS.2 `trellis2/models/`, TRELLIS v1 `trellis/models/sparse_structure_vae.py`,
+as dumped on the meta device; summarised in docs/models.md) without using our model code. `python tests/models_spec_tables.py` rewrites tests/manifests/*.json from these tables.
 
-A manifest is {"config": <ckpt config>, "params_millions": <spec figure>, "tensors": {name: [shape, dtype]}}.
+A manifest is {"config": <ckpt config>, "params_millions": <reference figure>, "tensors": {name: [shape, dtype]}}.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ MANIFEST_DIR = Path(__file__).parent / "manifests"
 FP32, BF16, FP16, C64 = "float32", "bfloat16", "float16", "complex64"
 
 
-# -- flows (spec §3, §4) ----------------------------------------------------------------------------------------
+# -- flows (docs/models.md#sparse-structure-flow, #slat-flows) ------------------------------------------------
 def flow_args(resolution, cin, cout):
     return {"resolution": resolution, "in_channels": cin, "out_channels": cout, "model_channels": 1536,
             "cond_channels": 1024, "num_blocks": 30, "num_heads": 12, "mlp_ratio": 5.3334, "pe_mode": "rope",
@@ -64,7 +64,7 @@ def flow_tensors(cin, cout, rope_tokens=None, C=1536, Cc=1024, H=12, NB=30, M=81
     return t
 
 
-# -- sparse-structure VAE (spec §5) -----------------------------------------------------------------------------
+# -- sparse-structure VAE (docs/models.md#sparse-structure-vae) -------------------------------------------------
 def ss_resblock(prefix, c):
     return {prefix + "norm1.weight": [[c], FP32], prefix + "norm1.bias": [[c], FP32],
             prefix + "norm2.weight": [[c], FP32], prefix + "norm2.bias": [[c], FP32],
@@ -104,7 +104,7 @@ SS_DEC_ARGS = {"out_channels": 1, "latent_channels": 8, "num_res_blocks": 2, "nu
                "channels": [512, 128, 32], "use_fp16": True}
 
 
-# -- SC VAEs (spec §6) ------------------------------------------------------------------------------------------
+# -- SC VAEs (docs/models.md#sc-vaes) ---------------------------------------------------------------------------
 def convnext(prefix, c):
     return {prefix + "norm.weight": [[c], FP32], prefix + "norm.bias": [[c], FP32],
             prefix + "conv.weight": [[c, 3, 3, 3, c], FP16], prefix + "conv.bias": [[c], FP16],
@@ -165,7 +165,7 @@ def _dec_args(extra):
             "block_args": [{"use_checkpoint": False}] * 3 + [{"use_checkpoint": True}] * 2, "use_fp16": True}
 
 
-# name -> (config, spec parameter count in millions (None where the spec gives none), tensors)
+# name -> (config, reference parameter count in millions (None where none was recorded), tensors)
 def official() -> dict:
     return {
         "ss_flow_img_dit_1_3B_64_bf16": ({"name": "SparseStructureFlowModel", "args": flow_args(16, 8, 8)},
@@ -197,7 +197,7 @@ def official() -> dict:
 def write_all() -> None:
     MANIFEST_DIR.mkdir(exist_ok=True)
     for name, (config, params, tensors) in official().items():
-        # One tensor per line, so a diff of a manifest reads like the spec's tables.
+        # One tensor per line, so a diff of a manifest reads like the reference's tables.
         lines = [f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in tensors.items()]
         text = ('{\n "config": ' + json.dumps(config) + ',\n "params_millions": ' + json.dumps(params)
                 + ',\n "tensors": {\n' + ",\n".join(lines) + "\n }\n}\n")

@@ -208,8 +208,9 @@ def test_dump_counts_match_independent_readers(real, dumped):
         assert mesh["uvs"].shape == (len(f), 3, 2) and mesh["has_uv"].shape == (len(f),)
         assert mesh["mat_ids"].dtype == np.int32 and mesh["mat_ids"].max() < len(materials)
         assert len(materials) == obj["num_materials"]
-        # Scene normalisation (spec §1.3): largest extent 1, centred. It uses transformed local bound boxes, which
-        # can only overestimate the extent of rotated parts, so the vertices may fall a little short of 1.
+        # Scene normalisation (docs/rendering.md#blender-scene-normalisation): largest extent 1, centred. It uses
+        # transformed local bound boxes, which can only overestimate the extent of rotated parts, so the vertices may
+        # fall a little short of 1.
         extent = v.max(0) - v.min(0)
         assert 0.9 < extent.max() < 1.0 + 1e-3, rel
         assert np.abs(v).max() <= 0.5 + 1e-3, rel
@@ -295,7 +296,7 @@ def test_condition_renders_cover_the_object_from_the_reference_cameras(real, ren
             position = c2w[:3, 3]
             radius = np.linalg.norm(position)
             assert R_MIN - 1e-3 <= radius <= R_MAX + 1e-3
-            # The bounding sphere of the unit cube fills the view exactly (spec §6.1).
+            # The bounding sphere of the unit cube fills the view exactly (docs/rendering.md#cameras).
             assert np.sin(frame["camera_angle_x"] / 2) * radius == pytest.approx(np.sqrt(3) / 2, rel=1e-4)
             assert np.dot(-c2w[:3, 2], -position / radius) == pytest.approx(1.0, abs=1e-4)  # looks at the origin
             pitches.append(np.arcsin(position[2] / radius))
@@ -313,7 +314,7 @@ def test_condition_renders_cover_the_object_from_the_reference_cameras(real, ren
             ys, xs = np.nonzero(alpha > 0)
             assert xs.min() >= uv[:, 0].min() - 1.5 and xs.max() <= uv[:, 0].max() + 0.5, (rel, i)
             assert ys.min() >= uv[:, 1].min() - 1.5 and ys.max() <= uv[:, 1].max() + 0.5, (rel, i)
-        # A quarter of the views lie below the horizon (spec §6.1).
+        # A quarter of the views lie below the horizon (docs/rendering.md#cameras).
         assert 2 <= sum(p < 0 for p in pitches) <= 6, rel
 
 

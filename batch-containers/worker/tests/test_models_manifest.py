@@ -1,5 +1,5 @@
 """Every official TRELLIS.2 configuration, built on the meta device, has exactly the state_dict names, shapes and
-dtypes of the spec's tables (tests/manifests/, written by tests/models_spec_tables.py), so the official
+dtypes of the reference's tables (tests/manifests/, written by tests/models_spec_tables.py), so the official
 checkpoints load strictly."""
 
 import json
@@ -12,7 +12,7 @@ from trellis2_worker.models import build_model, model_manifest
 
 MANIFESTS = sorted(spec.MANIFEST_DIR.glob("*.json"))
 
-# Tensor counts the spec states next to its tables (§3-§6).
+# Tensor counts of the reference classes, counted apart from the tables (docs/models.md).
 SPEC_TENSOR_COUNTS = {"ss_flow_img_dit_1_3B_64_bf16": 641, "slat_flow_img2shape_dit_1_3B_512_bf16": 640,
                       "slat_flow_img2shape_dit_1_3B_1024_bf16": 640, "slat_flow_imgshape2tex_dit_1_3B_512_bf16": 640,
                       "slat_flow_imgshape2tex_dit_1_3B_1024_bf16": 640, "ss_enc_conv3d_16l8_fp16": 74,
@@ -45,7 +45,7 @@ def test_official_configuration_matches_its_manifest(path):
     expected = doc["tensors"]
     missing = sorted(set(expected) - set(ours))
     extra = sorted(set(ours) - set(expected))
-    wrong = sorted(f"{k}: ours {ours[k]} spec {expected[k]}" for k in set(ours) & set(expected) if ours[k] != expected[k])
+    wrong = sorted(f"{k}: ours {ours[k]} official {expected[k]}" for k in set(ours) & set(expected) if ours[k] != expected[k])
     assert not missing, f"missing from our model: {missing[:10]}"
     assert not extra, f"not in the official checkpoint: {extra[:10]}"
     assert not wrong, f"shape/dtype differences: {wrong[:10]}"

@@ -1,4 +1,4 @@
-"""Building blocks behave as the spec lays out: sparse conv, S2C/C2S orderings, RoPE layout, per-object attention,
+"""Building blocks behave as docs/models.md lays out: sparse conv, S2C/C2S orderings, RoPE layout, per-object attention,
 precision rules, gradient checkpointing."""
 
 import json

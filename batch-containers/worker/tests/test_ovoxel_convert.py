@@ -225,7 +225,7 @@ def test_flat_textured_plane_colours_match_direct_texture_lookup(tmp_path):
     img = np.asarray(tex)
     centre = (coords + 0.5) / res - 0.5
     uv = uv_of(centre)
-    # the spec's direct lookup: column u*W, row v*H of the stored image
+    # the direct lookup of docs/data-formats.md#pbr-voxels: column u*W, row v*H of the stored image
     x, y = uv[:, 0] * 64, uv[:, 1] * 64
     inner = (np.abs(x / 16 - np.round(x / 16)) > 2 / 16) & (np.abs(y / 16 - np.round(y / 16)) > 2 / 16)
     inner &= (uv.min(1) > 0.02) & (uv.max(1) < 0.98)

@@ -1,5 +1,6 @@
 """The .vxz format: the golden files read exactly, our files are byte-identical to the reference writer's, and an
-independent reader written here from spec data §7 alone reads what we write."""
+independent reader written here from the format's description alone (docs/data-formats.md#vxz) reads what
+we write."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from trellis2_worker.ovoxel import read_vxz, read_vxz_info, write_vxz
 from trellis2_worker.ovoxel.vxz import encode_vxz
 
 
-# ---------------------------------------------------------------- a second reader, from the spec text only
+# ---------------------------------------------------------------- a second reader, from the format text only
 
 def _spec_decompress(blob: bytes, algo: str) -> bytes:
     if algo == "lzma":
@@ -114,7 +115,7 @@ def test_multi_chunk_file_we_write_is_read_by_the_independent_reader(tmp_path):
     head, c2, a2 = _spec_read(path.read_bytes())
     assert head["num_voxel"] == len(coords) and len(head["chunks"]) > 1
     assert [c["idx"] for c in head["chunks"]] == sorted(c["idx"] for c in head["chunks"])
-    # Same voxels with the same attributes, in the spec's read order.
+    # Same voxels with the same attributes, in the format's read order.
     ours = {tuple(c): (tuple(attrs["rgb"][i]), attrs["flag"][i, 0]) for i, c in enumerate(coords)}
     theirs = {tuple(c): (tuple(a2["rgb"][i]), a2["flag"][i, 0]) for i, c in enumerate(c2)}
     assert ours == theirs

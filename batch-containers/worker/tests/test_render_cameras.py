@@ -1,4 +1,4 @@
-"""The condition-view camera distribution of spec data §6.1."""
+"""The condition-view camera distribution of the reference (docs/rendering.md#cameras)."""
 
 from __future__ import annotations
 

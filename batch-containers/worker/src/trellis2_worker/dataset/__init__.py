@@ -3,7 +3,7 @@
 Its own package, below both stages, so that training reads datasets without importing the preprocessing stage.
 Split by what is done with a dataset: `layout` (names and shapes), `limits` (hard bounds on what a handed-back
 dataset may declare), `archive` (the files of a zip or directory, names checked), `reading` (`open_dataset`),
-`validation` (`validate_dataset`, before reuse), `writing` (`DatasetStager`). Format: docs/data-formats.md#dataset.
+`validation` (`validate_dataset`, before reuse), `writing` (`DatasetStager`). Format: docs/data-formats.md#dataset-layout.
 
 Readers (the train stage): `open_dataset(zip_or_dir) -> Dataset` with `.resolution`, `.base_model`, `.objects`
 (sha256 keys) and per-object `ss_latent`, `shape_latent`, `pbr_latent`, `renders`.

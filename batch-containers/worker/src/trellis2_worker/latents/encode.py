@@ -1,4 +1,4 @@
-"""Run the three frozen encoders on one object's O-Voxels (spec data §5), posterior means only.
+"""Run the three frozen encoders on one object's O-Voxels (docs/data-formats.md#latent-files), posterior means only.
 
 Inputs are the quantised O-Voxel attributes exactly as the reference reads them back from its `.vxz` files:
 dual-vertex offsets uint8 (/255), intersected flags, PBR attributes uint8 (/255·2-1).

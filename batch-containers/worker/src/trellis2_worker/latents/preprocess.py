@@ -58,7 +58,8 @@ def encode_object(dump_dir: Path, resolution: int, encoders: dict, device="cpu")
     times = {}
     t = time.perf_counter()
     try:
-        dump = normalized_dump(load_dump(dump_dir))  # the exact unit-cube normalisation (spec data §2)
+        # the exact unit-cube normalisation (docs/data-formats.md#normalisation)
+        dump = normalized_dump(load_dump(dump_dir))
     except InputError as exc:  # one object's bad dump fails that object, not the run
         raise EncodingError(str(exc)) from None
     times["load_s"] = time.perf_counter() - t
@@ -86,7 +87,8 @@ def encode_object(dump_dir: Path, resolution: int, encoders: dict, device="cpu")
     times["encode_shape_s"] = time.perf_counter() - t
     t = time.perf_counter()
     pbr = encode_pbr(encoders["pbr"], coords, attrs, device)
-    # Both encoders downsample the same coords the same way, so the latents pair row by row (spec data §8).
+    # Both encoders downsample the same coords the same way, so the latents pair row by row
+    # (docs/data-formats.md#latent-files).
     if not np.array_equal(pbr[1], shape[1]):
         raise EncodingError("the PBR latent's coords differ from the shape latent's")
     times["encode_pbr_s"] = time.perf_counter() - t

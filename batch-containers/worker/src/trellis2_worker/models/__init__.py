@@ -1,5 +1,5 @@
-"""TRELLIS.2 neural models in pure PyTorch, state_dict-compatible with the official checkpoints (spec
-trellis2-models.md): the flows, the sparse-structure and SC VAEs, the DINOv3 conditioner, and base loading."""
+"""TRELLIS.2 neural models in pure PyTorch, state_dict-compatible with the official checkpoints
+(docs/models.md): the flows, the sparse-structure and SC VAEs, the DINOv3 conditioner, and base loading."""
 
 from .base import DEFAULT_BASE, Base, load_base
 from .conditioner import ImageConditioner, prepare_images

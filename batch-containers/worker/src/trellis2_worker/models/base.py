@@ -17,7 +17,8 @@ from .loading import load_checkpoint, sha256_file
 DEFAULT_BASE = "microsoft/TRELLIS.2-4B"
 DINOV3_REPO = "facebook/dinov3-vitl16-pretrain-lvd1689m"
 
-# Models the data-preparation side needs that the image-to-3D pipeline.json does not list (spec §1.2, §1.3).
+# Models the data-preparation side needs that the image-to-3D pipeline.json does not list
+# (docs/models.md#which-models-each-task-needs).
 EXTRA_MODELS = {
     "sparse_structure_encoder": "microsoft/TRELLIS-image-large/ckpts/ss_enc_conv3d_16l8_fp16",
     "shape_slat_encoder": "ckpts/shape_enc_next_dc_f16c32_fp16",

@@ -1,4 +1,4 @@
-"""DINOv3 image conditioner (spec §7) on transformers' DINOv3ViTModel.
+"""DINOv3 image conditioner (docs/models.md#dinov3-conditioner) on transformers' DINOv3ViTModel.
 
 Images: premultiplied RGB on black, LANCZOS-resized to image_size², [0, 1], ImageNet-normalised. Features: all tokens
 (CLS, 4 registers, patches row-major) after every layer, then a LayerNorm without affine (eps 1e-5) in place of the
@@ -63,7 +63,8 @@ class ImageConditioner(nn.Module):
 
     @torch.no_grad()
     def forward(self, images, image_size: int | None = None) -> torch.Tensor:
-        """images: list of PIL RGB images (prepared per spec) or a [B, 3, S, S] tensor in [0, 1]."""
+        """images: list of PIL RGB images (prepared as in training: cropped, premultiplied on black) or a
+        [B, 3, S, S] tensor in [0, 1]."""
         size = image_size or self.image_size
         if isinstance(images, torch.Tensor):
             x = images

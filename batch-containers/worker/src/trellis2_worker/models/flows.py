@@ -1,5 +1,6 @@
-"""The two flow transformers: SparseStructureFlowModel (dense 16³ latent, spec §3) and SLatFlowModel (sparse
-structured latent, spec §4), with the reference constructor arguments, state_dict keys and precision rules."""
+"""The two flow transformers: SparseStructureFlowModel (dense 16³ latent, docs/models.md#sparse-structure-flow)
+and SLatFlowModel (sparse structured latent, docs/models.md#slat-flows), with the reference constructor arguments,
+state_dict keys and precision rules."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ class _FlowBase(nn.Module):
 
     @use_checkpoint.setter
     def use_checkpoint(self, value: bool) -> None:
-        # Gradient checkpointing per block; a pure memory/compute trade-off (spec §9.5).
+        # Gradient checkpointing per block; a pure memory/compute trade-off (docs/training.md#memory).
         for b in getattr(self, "blocks", []):
             b.use_checkpoint = bool(value)
 
@@ -54,7 +55,7 @@ class _FlowBase(nn.Module):
         return next(self.parameters()).device
 
     def convert_to(self, dtype) -> None:
-        """Put the block Linears in `dtype`; the rest stays float32 (spec §2.1)."""
+        """Put the block Linears in `dtype`; the rest stays float32 (docs/models.md#precision)."""
         self.dtype = str_to_dtype(dtype)
         self.blocks.apply(partial(convert_module_to, dtype=self.dtype))
 
@@ -95,7 +96,8 @@ class _FlowBase(nn.Module):
 class SparseStructureFlowModel(_FlowBase):
     """Flow on the dense [B, 8, 16, 16, 16] sparse-structure latent; forward(x, t·1000, cond [B, L, Cc])."""
 
-    # Recomputed at construction; the official files leave it out (spec §3), so loading allows it to be missing.
+    # Recomputed at construction; the official files leave it out (docs/models.md#checkpoints-and-loading), so
+    # loading allows it to be missing.
     NON_CHECKPOINT_BUFFERS = ("rope_phases",)
 
     def __init__(self, resolution: int, in_channels: int, model_channels: int, cond_channels: int, out_channels: int,
@@ -198,4 +200,5 @@ class SLatFlowModel(_FlowBase):
 
 
 class ElasticSLatFlowModel(SLatFlowModel):
-    """Same keys and math as SLatFlowModel; the reference only adds memory-driven checkpointing (spec §9.5)."""
+    """Same keys and math as SLatFlowModel; the reference only adds memory-driven checkpointing
+    (docs/training.md#memory)."""

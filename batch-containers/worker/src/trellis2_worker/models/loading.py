@@ -1,4 +1,4 @@
-"""Checkpoint configs and strict state_dict loading (spec §1.1).
+"""Checkpoint configs and strict state_dict loading (docs/models.md#checkpoints-and-loading).
 
 A checkpoint is `<name>.json` ({"name": <reference class name>, "args": {...}}) plus `<name>.safetensors`.
 Unlike the reference (strict=False), loading here is strict: only the keys in ALLOWED_MISSING may be absent.
@@ -23,7 +23,8 @@ MODEL_CLASSES: dict[str, type[nn.Module]] = {c.__name__: c for c in (
     SparseStructureEncoder, SparseStructureDecoder, SparseStructureFlowModel, SLatFlowModel, ElasticSLatFlowModel,
     SparseUnetVaeEncoder, SparseUnetVaeDecoder, FlexiDualGridVaeEncoder, FlexiDualGridVaeDecoder)}
 
-# Keys a checkpoint may lack: buffers the model recomputes itself (the SS flow's RoPE table, spec §3).
+# Keys a checkpoint may lack: buffers the model recomputes itself (the SS flow's RoPE table,
+# docs/models.md#checkpoints-and-loading).
 ALLOWED_MISSING = frozenset({"rope_phases"})
 
 

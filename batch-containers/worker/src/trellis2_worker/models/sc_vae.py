@@ -1,5 +1,6 @@
-"""Sparse-convolution U-Net VAEs of TRELLIS.2 (spec §6): the shape (flexible dual grid) and texture encoders and
-decoders, with ConvNeXt blocks, S2C downsampling and C2S upsampling with predicted or guided subdivision."""
+"""Sparse-convolution U-Net VAEs of TRELLIS.2 (docs/models.md#sc-vaes): the shape (flexible dual grid) and texture
+encoders and decoders, with ConvNeXt blocks, S2C downsampling and C2S upsampling with predicted or guided
+subdivision."""
 
 from __future__ import annotations
 
@@ -256,7 +257,7 @@ class SparseUnetVaeDecoder(nn.Module):
 
 @dataclass
 class DualGridFields:
-    """Decoded flexible-dual-grid fields of one object, before mesh extraction (spec §6.5)."""
+    """Decoded flexible-dual-grid fields of one object, before mesh extraction (docs/models.md#sc-vaes)."""
 
     coords: torch.Tensor        # [N, 3] int32 voxel coords at `resolution`
     vertices: torch.Tensor      # [N, 3] dual vertex offset in voxel units, (1 + 2·margin)·sigmoid − margin

@@ -1,4 +1,5 @@
-"""Sparse voxel tensors and the sparse ops TRELLIS.2 needs, in plain PyTorch (spec §6.2, §6.3, §8.1).
+"""Sparse voxel tensors and the sparse ops TRELLIS.2 needs, in plain PyTorch (docs/models.md: #sparse-conv,
+#s2c-and-c2s, #sparse-tensors).
 
 No CUDA extension: the submanifold convolution is a gather / matmul / scatter over a neighbour map found with
 `searchsorted` on sorted voxel codes, which runs on CPU and CUDA alike.
@@ -192,7 +193,8 @@ IM2COL_ELEMENTS = 1 << 25
 
 
 class SparseConv3d(nn.Module):
-    """Submanifold 3×3×3 conv, stride 1; `weight` [Co, 3, 3, 3, Ci] as flex_gemm stores it (spec §6.2).
+    """Submanifold 3×3×3 conv, stride 1; `weight` [Co, 3, 3, 3, Ci] as flex_gemm stores it
+    (docs/models.md#sparse-conv).
 
     Computed as im2col over the neighbour table (gather [rows, 27·Ci]) and one matmul per chunk of rows."""
 

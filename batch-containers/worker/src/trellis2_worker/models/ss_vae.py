@@ -1,5 +1,5 @@
-"""Sparse-structure VAE (TRELLIS v1 `ss_vae_conv3d_16l8_fp16`, spec §5): dense 3D conv encoder 64³ → [8, 16³]
-and decoder [8, 16³] → occupancy logits 64³."""
+"""Sparse-structure VAE (TRELLIS v1 `ss_vae_conv3d_16l8_fp16`, docs/models.md#sparse-structure-vae): dense 3D conv
+encoder 64³ → [8, 16³] and decoder [8, 16³] → occupancy logits 64³."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Transformer pieces shared by the dense and sparse flows (spec §2): precision helpers, RoPE, q/k RMS norm,
-attention (dense SDPA and variable-length per object), the FFN and the modulated cross blocks."""
+"""Transformer pieces shared by the dense and sparse flows (docs/models.md#transformer-block): precision helpers,
+RoPE, q/k RMS norm, attention (dense SDPA and variable-length per object), the FFN and the modulated cross blocks."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ try:  # optional: used on CUDA in half precision when installed, else PyTorch SD
 except Exception:  # noqa: BLE001 - any import failure means "not available"
     HAVE_FLASH_ATTN = False
 
-# Module types whose weights follow the model `dtype` (spec §2.1); everything else stays float32.
+# Module types whose weights follow the model `dtype` (docs/models.md#precision); everything else stays float32.
 MIX_PRECISION_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
                          nn.Linear, SparseConv3d, SparseLinear)
 
@@ -69,7 +69,8 @@ class LayerNorm32(nn.LayerNorm):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# RoPE (spec §2.4): freq_dim = D//2//3 per axis, slots x|y|z|pad(identity), interleaved pairs, raw integer positions
+# RoPE (docs/models.md#attention-and-rope): freq_dim = D//2//3 per axis, slots x|y|z|pad(identity), interleaved
+# pairs, raw integer positions
 def rope_freqs(head_dim: int, rope_freq: Sequence[float] = (1.0, 10000.0), dim: int = 3) -> torch.Tensor:
     freq_dim = head_dim // 2 // dim
     j = torch.arange(freq_dim, dtype=torch.float32) / freq_dim
@@ -236,7 +237,8 @@ class FeedForwardNet(nn.Module):
 
 
 class _ModulatedCrossBlockBase(nn.Module):
-    """adaLN-modulated self-attention, un-gated cross-attention after an affine LN, modulated FFN (spec §2.6)."""
+    """adaLN-modulated self-attention, un-gated cross-attention after an affine LN, modulated FFN
+    (docs/models.md#transformer-block)."""
 
     def __init__(self, channels: int, ctx_channels: int, num_heads: int, mlp_ratio: float = 4.0,
                  attn_mode: str = "full", use_checkpoint: bool = False, use_rope: bool = False,

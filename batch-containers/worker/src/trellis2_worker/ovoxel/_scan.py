@@ -1,4 +1,4 @@
-"""Scan-line rasterisation of a triangle against the lattice lines of the voxel grid (spec data §3.2).
+"""Scan-line rasterisation of a triangle against the lattice lines of the voxel grid (docs/data-formats.md#dual-grid).
 
 Shared by the dual-grid and the PBR voxelisers so that both produce the same voxel set. The arithmetic copies the
 reference converter's: vertices as float32 widened to double, truncating `int()` row/column indices clamped to the grid,

@@ -1,5 +1,5 @@
-"""O-Voxel → triangle mesh on CPU (spec data §3.7): one vertex per voxel, one quad per flagged edge whose four
-edge-sharing voxels are all active, split into two triangles."""
+"""O-Voxel → triangle mesh on CPU (docs/data-formats.md#dual-grid): one vertex per voxel, one quad per flagged edge
+whose four edge-sharing voxels are all active, split into two triangles."""
 
 from __future__ import annotations
 

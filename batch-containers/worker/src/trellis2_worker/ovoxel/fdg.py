@@ -1,4 +1,5 @@
-"""Mesh → flexible dual grid (spec data §3): active voxels, intersected-edge flags and QEF dual vertices.
+"""Mesh → flexible dual grid (docs/data-formats.md#dual-grid): active voxels, intersected-edge flags and QEF dual
+vertices.
 
 Follows the reference converter step by step (scan-line crossings, face term gated by a triangle/box overlap test,
 boundary-edge term traversed by 3-D DDA, λ·cnt regulariser toward the crossings' centroid, box-constrained minimum)
@@ -446,8 +447,8 @@ def mesh_to_flexible_dual_grid(
 
 def dual_grid_attrs(coords: np.ndarray, dual_vertices: np.ndarray, intersected: np.ndarray,
                     grid_size: int) -> dict[str, np.ndarray]:
-    """The `.vxz` attributes the data toolkit writes (spec §3.5): `vertices` uint8 (N,3), the voxel-local dual
-    vertex ×255 truncated, and `intersected` uint8 (N,1) with bits x=1, y=2, z=4."""
+    """The `.vxz` attributes the data toolkit writes (docs/data-formats.md#dual-grid): `vertices` uint8 (N,3), the
+    voxel-local dual vertex ×255 truncated, and `intersected` uint8 (N,1) with bits x=1, y=2, z=4."""
     local = dual_vertices.astype(np.float32) * np.float32(grid_size) - coords.astype(np.float32)
     if local.size and (local.min() < -1e-3 or local.max() > 1 + 1e-3):
         raise ValueError("dual vertices out of their voxels")

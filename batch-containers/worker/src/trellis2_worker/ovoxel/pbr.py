@@ -1,4 +1,5 @@
-"""PBR attribute voxels (spec data §4): base colour, metallic, roughness and alpha on the dual-grid voxel set.
+"""PBR attribute voxels (docs/data-formats.md#pbr-voxels): base colour, metallic, roughness and alpha on the dual-grid
+voxel set.
 
 Per triangle, the voxels its scan-line crossings touch (the same rasterisation as the dual grid, deduplicated per
 triangle) each get one sample: the voxel centre projected onto the triangle's plane, unclamped barycentrics, UV

@@ -1,4 +1,5 @@
-"""The `.vxz` sparse-voxel file format of TRELLIS.2's o-voxel toolkit (spec data §7), read and written byte-compatibly.
+"""The `.vxz` sparse-voxel file format of TRELLIS.2's o-voxel toolkit (docs/data-formats.md#vxz), read and written
+byte-compatibly.
 
 Layout: b"VXZ" + version 0 + big-endian uint32 `bin_start`, a JSON header, then one blob per chunk of
 `chunk_size`³ voxels (lexicographic chunk order). A chunk blob holds the compressed octree structure stream

@@ -1,4 +1,4 @@
-"""Condition-render camera and light sampling (spec data §6), shared by the Blender pass and its tests.
+"""Condition-render camera and light sampling (docs/rendering.md), shared by the Blender pass and its tests.
 
 Pure numpy: the Blender side (`trellis2_worker.ingest.blender_pass`) only places what this module draws.
 """

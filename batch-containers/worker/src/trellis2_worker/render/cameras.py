@@ -1,4 +1,5 @@
-"""The reference condition-view distribution (spec data §6.1) and per-view lighting (§6.2).
+"""The reference condition-view distribution (docs/rendering.md#cameras) and per-view lighting
+(docs/rendering.md#lights-and-render-settings).
 
 Views are drawn from a seeded generator so an asset renders the same way every time (the seed comes from its sha256);
 the reference draws them from an unseeded one, which changes nothing in their distribution.

@@ -1,4 +1,4 @@
-"""The TRELLIS.2 flow-matching recipe per stage (spec models §9): which model, how t is drawn, the noising and the
+"""The TRELLIS.2 flow-matching recipe per stage (docs/training.md): which model, how t is drawn, the noising and the
 velocity target, and the reference's optimisation constants."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import torch
 
 SIGMA_MIN = 1e-5
-P_UNCOND = 0.1  # condition dropout; the null condition is all zeros of the same length (§9.2)
+# Condition dropout; the null condition is all zeros of the same length (docs/training.md#condition-dropout).
+P_UNCOND = 0.1
 BETAS = (0.9, 0.95)
 WEIGHT_DECAY = 0.01
 ADAM_EPS = 1e-8
@@ -18,7 +19,8 @@ BATCH_SIZE = 8  # objects per optimiser step, the reference's batch_size_per_gpu
 MAX_OBJECT_TOKENS = {512: 8192, 1024: 32768}
 SS_TOKENS = 16**3  # the dense SS flow sees every cell of the 16³ latent as a token
 
-# Every nn.Linear inside a transformer block; identical names in the dense and the sparse flows (§10.4).
+# Every nn.Linear inside a transformer block; identical names in the dense and the sparse flows
+# (docs/training.md#lora-targets).
 TARGET_MODULES = (
     "self_attn.to_qkv",
     "self_attn.to_out",
@@ -45,7 +47,8 @@ class Stage:
         return f"{prefix}_{resolution}"
 
     def image_size(self, resolution: int) -> int:
-        # The SS flow is always conditioned at 512; the SLat flows use their own resolution (§7, §9.3).
+        # The SS flow is always conditioned at 512; the SLat flows use their own resolution
+        # (docs/training.md#image-condition).
         return 512 if self.denoiser == "sparse_structure" else resolution
 
     def max_object_tokens(self, resolution: int) -> int | None:
@@ -78,8 +81,8 @@ def velocity(x0: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
 
 
 class AdaptiveGradClipper:
-    """The reference's clipper (§9.4): clip at `max_norm` until `buffer` finite norms are seen, then at
-    min(percentile of the last `buffer` norms, max_norm). Its history is part of the resumable state."""
+    """The reference's clipper (docs/training.md#optimisation): clip at `max_norm` until `buffer` finite norms are
+    seen, then at min(percentile of the last `buffer` norms, max_norm). Its history is part of the resumable state."""
 
     def __init__(self, max_norm: float = 1.0, percentile: float = 95.0, buffer: int = 1000):
         self.max_norm, self.percentile, self.buffer = max_norm, percentile, buffer

@@ -228,6 +228,12 @@ mat.node_tree.links.new(tex.outputs["Color"], mat.node_tree.nodes["Principled BS
 bpy.context.object.data.materials.append(mat)
 bpy.ops.wm.save_as_mainfile(filepath=out + "/outside_image.blend", relative_remap=False)  # keeps it absolute
 bpy.ops.export_scene.fbx(filepath=out + "/outside_image.fbx", path_mode="ABSOLUTE", embed_textures=False)
+bpy.ops.export_scene.fbx(filepath=out + "/relative_outside.fbx", path_mode="RELATIVE", embed_textures=False)
+# The same with its texture beside it.
+import shutil
+shutil.copy(secret, out + "/tex.png")
+tex.image.filepath = out + "/tex.png"
+bpy.ops.export_scene.fbx(filepath=out + "/inside_image.fbx", path_mode="RELATIVE", embed_textures=False)
 """
 
 
@@ -323,3 +329,31 @@ def test_the_blender_pass_itself_refuses_an_outside_image_that_got_past_discover
                               tmp_path / "dump2", None, render_size=8, render_samples=1, threads=1, timeout_s=300,
                               memory_mb=4096, log_path=tmp_path / "logs" / "m2.log", root=root)
     assert result["ok"] and result["num_basecolor_tex"] == 1, result
+
+
+@pytest.mark.slow
+def test_an_fbx_texture_past_the_side_limit_is_refused_before_import(built, tmp_path):
+    from trellis2_worker.ingest import ingest
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "inside_image.fbx").write_bytes((built / "inside_image.fbx").read_bytes())
+    (folder / "tex.png").write_bytes((built / "tex.png").read_bytes())
+    report = ingest(str(folder), tmp_path / "ok", render=False, progress=False)
+    assert report["objects"][0]["num_basecolor_tex"] == 1  # the texture the FBX names is the one beside it
+    # Another, whose texture is missing and named in a folder outside (../secret.png): the importer's recursive
+    # search is not let loose there; the object goes through with the texture left out and a warning.
+    (folder / "other.fbx").write_bytes((built / "relative_outside.fbx").read_bytes())
+    (folder / "tex.png").unlink()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "secret.png").write_bytes((built / "tex.png").read_bytes())  # what a search finds
+    report = ingest(str(folder), tmp_path / "missing", render=False, progress=False)
+    other = {o["file"]: o for o in report["objects"]}["other.fbx"]
+    assert any("not searched for outside the archive" in w for w in other["warnings"]), other
+    assert other["num_basecolor_tex"] == 0
+    (folder / "other.fbx").unlink()
+    (folder / "tex.png").write_bytes(_png_header(30000, 30000))
+    with pytest.raises(Exception, match="none of the 1 objects"):
+        ingest(str(folder), tmp_path / "big", render=False, progress=False)
+    reason = json.loads((tmp_path / "big" / "ingest_report.json").read_text())["objects"][0]["reason"]
+    assert f"over the {MAX_TEXTURE_SIDE}-pixel side limit" in reason and "FBX texture" in reason

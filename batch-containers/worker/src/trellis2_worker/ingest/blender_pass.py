@@ -37,20 +37,22 @@ class AssetError(Exception):
 # path Blender holds after import, for every format (defence in depth behind discovery's checks and the sandbox).
 
 
-def check_fbx_textures(path: Path, root: Path) -> None:
+def check_fbx_textures(path: Path, root: Path) -> list[str]:
     """Refuses an FBX whose texture the importer would load from outside root, resolving each Video/Texture file
     name as io_scene_fbx's blen_read_texture_image and bpy_extras.image_utils.load_image do: RelativeFilename
     (leading separators stripped) joined to the file's folder, else FileName / Filename; backslashes as separators;
     then the path itself (relative to the working folder, root), joined to the folder, and its basename there, each
-    also in the case found on disk; the recursive search walks the path's own folder."""
+    also in the case found on disk. The importer's recursive search for a missing texture walks the path's own
+    folder: the names whose folder lies outside are returned, and the file is then imported without that search."""
     import bpy
     from io_scene_fbx import parse_fbx
 
     try:
         elem, _version = parse_fbx.parse(str(path))
     except Exception:  # noqa: BLE001 - the importer reports an unreadable file itself, having read nothing else
-        return
+        return []
     basedir = os.path.dirname(str(path))
+    outside_search: list[str] = []
 
     def first_string(node, name: bytes):
         for child in node.elems:
@@ -75,9 +77,20 @@ def check_fbx_textures(path: Path, root: Path) -> None:
         found = next((c for c in candidates if os.path.exists(c)), None)
         if found is not None and not refs.inside(root, found):
             raise AssetError(f"FBX texture refers outside the archive: {refs.shown(written)}")
+        content = next((c.props[0] for c in node.elems if c.id == b"Content" and c.props
+                        and isinstance(c.props[0], bytes) and c.props[0]), None)
+        try:  # the side limit, from the header of the file it would load or of the embedded image
+            if content is not None:
+                refs.texture_size_reason(io.BytesIO(content), f"FBX texture {refs.shown(written)}")
+            elif found is not None and os.path.isfile(found):
+                with open(found, "rb") as f:
+                    refs.texture_size_reason(f, f"FBX texture {refs.shown(written)}")
+        except refs.Refused as exc:
+            raise AssetError(str(exc)) from None
         folder = os.path.dirname(filepath)
         if found is None and folder and os.path.exists(folder) and not refs.inside(root, folder):
-            raise AssetError(f"FBX texture search would look outside the archive: {refs.shown(written)}")
+            outside_search.append(written)
+    return outside_search
 
 
 def contain(bpy, root: Path, warnings: list[str]) -> None:
@@ -142,14 +155,15 @@ def _reset_scene(bpy) -> None:
     bpy.context.preferences.filepaths.use_scripts_auto_execute = False
 
 
-def load_asset(bpy, path: Path, fmt: str, root: Path | None = None) -> None:
+def load_asset(bpy, path: Path, fmt: str, root: Path | None = None) -> list[str]:
+    """Imports the file into an empty scene; returns warnings about what was left out to stay inside root."""
     root = root or path.parent
     if fmt == "blend":
         # Open it as the main file (the reference starts Blender with the file), scripts disabled.
         bpy.context.preferences.filepaths.use_scripts_auto_execute = False
         bpy.ops.wm.open_mainfile(filepath=str(path), load_ui=False, use_scripts=False)
         _delete_hidden(bpy)
-        return
+        return []
     _reset_scene(bpy)
     if fmt in ("glb", "gltf"):
         bpy.ops.import_scene.gltf(
@@ -158,14 +172,17 @@ def load_asset(bpy, path: Path, fmt: str, root: Path | None = None) -> None:
     elif fmt == "obj":
         bpy.ops.wm.obj_import(filepath=str(path))
     elif fmt == "fbx":
-        check_fbx_textures(path, root)
-        bpy.ops.import_scene.fbx(filepath=str(path))
+        outside_search = check_fbx_textures(path, root)
+        bpy.ops.import_scene.fbx(filepath=str(path), use_image_search=not outside_search)
+        return [f"FBX texture {refs.shown(name)} is missing; not searched for outside the archive"
+                for name in outside_search]
     elif fmt == "stl":
         bpy.ops.wm.stl_import(filepath=str(path))
     elif fmt == "ply":
         bpy.ops.wm.ply_import(filepath=str(path))
     else:
         raise AssetError(f"unsupported format: {fmt}")
+    return []
 
 
 def _delete_hidden(bpy) -> None:
@@ -636,10 +653,9 @@ def run(args) -> dict:
     src = Path(args.input)
     root = Path(args.root) if args.root else src.parent
     try:
-        load_asset(bpy, src, args.format, root)
+        warnings = load_asset(bpy, src, args.format, root)
     except RuntimeError as exc:
         raise AssetError(f"importer error: {_importer_reason(exc)}") from exc
-    warnings: list[str] = []
     contain(bpy, root, warnings)
     for mat in bpy.data.materials:
         _ensure_node_material(mat)

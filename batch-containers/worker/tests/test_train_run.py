@@ -90,6 +90,13 @@ def test_the_adapter_beats_the_base_on_its_training_objects_and_the_record_says_
     f = record["lora_file"]
     assert f["file_name"] == "geometry.safetensors" and f["url"] == str(out / "geometry.safetensors")
     assert f["file_size"] == (out / "geometry.safetensors").stat().st_size
+    c = record["comfyui_lora_file"]  # the same adapter for ComfyUI's LoRA loader, beside it
+    assert c["file_name"] == "geometry.comfyui.safetensors" and c["url"] == str(out / "geometry.comfyui.safetensors")
+    assert c["file_size"] == (out / "geometry.comfyui.safetensors").stat().st_size
+    with safe_open(str(out / "geometry.comfyui.safetensors"), framework="pt") as fc:
+        comfy_keys = list(fc.keys())
+    assert all(k.startswith("diffusion_model.img2shape_512.blocks.") for k in comfy_keys)
+    assert sum(k.endswith(".alpha") for k in comfy_keys) == len(comfy_keys) // 3
     assert {k: report[k] for k in record} == record  # the report carries the record
     assert [s["tokens"] for s in report["skipped_objects"]] == [8200]
     assert not (out / "geometry.checkpoint.safetensors").exists()  # done: no stale checkpoint left behind
@@ -174,6 +181,11 @@ def test_texture_and_sparse_structure_train_their_own_models(base, dataset, tmp_
                        output=str(tmp_path / "sparse_structure.safetensors"), eval_objects=1), base=base)
     assert read_adapter_metadata(tmp_path / "texture.safetensors")["model_key"] == "tex_slat_flow_model_512"
     assert read_adapter_metadata(tmp_path / "sparse_structure.safetensors")["model_key"] == "sparse_structure_flow_model"
+    for name, submodel in (("texture", "shape2txt"), ("sparse_structure", "structure_model")):
+        with safe_open(str(tmp_path / f"{name}.comfyui.safetensors"), framework="pt") as fc:
+            assert all(k.startswith(f"diffusion_model.{submodel}.blocks.") for k in fc.keys())
+    assert tex["comfyui_lora_file"]["file_name"] == "texture.comfyui.safetensors"
+    assert "512 texture flow" in read_adapter_metadata(tmp_path / "texture.comfyui.safetensors")["comfyui_warning"]
     assert tex["skipped_objects"] and not ss["skipped_objects"]  # the SS latent has no token limit
     assert ss["metrics"]["objects_trained"] == 4
 

@@ -1,4 +1,5 @@
-"""What a finished run leaves beside `--output`: the adapter (and, with an EMA, `<denoiser>.ema.safetensors`), its
+"""What a finished run leaves beside `--output`: the adapter (and, with an EMA, `<denoiser>.ema.safetensors`), the
+same adapter as a ComfyUI LoRA file (`<denoiser>.comfyui.safetensors`, docs/adapter-formats.md), its
 record (`<denoiser>.json`, the adapter entry of the result contract with `metrics`), the loss log (`.loss.jsonl`) and
 the loss curve (`.loss.png`).
 
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from trellis2_worker.formats.comfyui import write_comfyui
+from trellis2_worker.formats.native import read_native
 from trellis2_worker.train import lora as lora_io
 from trellis2_worker.train.request import TrainRequest, sibling
 
@@ -64,8 +67,8 @@ def _file_ref(url: str, path: Path) -> dict:
 
 
 def write_adapters(req: TrainRequest, peft_model, metadata: dict, out_dir: Path, ema=None) -> dict:
-    """Writes the adapter (and the EMA adapter) under `out_dir`, uploads each beside `req.output`, and returns their
-    file objects for the record: {"lora_file": ..., "ema_file": ...}."""
+    """Writes the adapter, its ComfyUI file (and the EMA adapter) under `out_dir`, uploads each beside `req.output`,
+    and returns their file objects for the record: {"lora_file": ..., "comfyui_lora_file": ..., "ema_file": ...}."""
     from trellis2_worker import storage
 
     out_dir.mkdir(exist_ok=True)
@@ -73,6 +76,11 @@ def write_adapters(req: TrainRequest, peft_model, metadata: dict, out_dir: Path,
     lora_io.save_adapter(peft_model, adapter_path, metadata)
     storage.upload_file(adapter_path, req.output)
     files = {"lora_file": _file_ref(req.output, adapter_path)}
+    comfyui_uri = sibling(req.output, ".comfyui.safetensors")  # what most users load: ComfyUI's LoRA loader
+    comfyui_path = out_dir / Path(comfyui_uri).name
+    write_comfyui(read_native(adapter_path), comfyui_path)
+    storage.upload_file(comfyui_path, comfyui_uri)
+    files["comfyui_lora_file"] = _file_ref(comfyui_uri, comfyui_path)
     if ema is not None:
         ema_uri = sibling(req.output, ".ema.safetensors")
         ema_path = out_dir / Path(ema_uri).name

@@ -17,7 +17,7 @@ from trellis2_worker import __version__
 from trellis2_worker.errors import InputError, one_line
 
 # Stage packages in pipeline order; each contributes its subcommands when it has a `cli` module.
-STAGES = ("ingest", "ovoxel", "models", "latents", "formats", "train", "evaluate")
+STAGES = ("ingest", "ovoxel", "models", "latents", "formats", "train", "generate", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,17 +15,14 @@ from trellis2_worker.errors import InputError
 from trellis2_worker.models import SparseTensor, SparseUnetVaeDecoder
 from trellis2_worker.ovoxel import flexible_dual_grid_to_mesh
 
+from .options import MAX_NUM_TOKENS, PIPELINE_TYPE_NAMES, SAMPLER_STAGES
 from .sampler import SamplerSettings, sample
 
-MAX_NUM_TOKENS = 49152  # the reference's cap on the cascade's high-resolution tokens
 CASCADE_STEP = 128      # the cascade lowers R by this until the token count fits
 UPSAMPLE_TIMES = 4      # the shape decoder's four ×2 subdivisions: a 32³ latent -> a 512³ voxel grid
 LR_RESOLUTION = 512     # the resolution of the cascade's low-resolution stage and of `upsample`'s grid
 MESH_AABB = ((-0.5, -0.5, -0.5), (0.5, 0.5, 0.5))
 
-# --sampler STAGE names -> the pipeline.json entries they override.
-SAMPLER_STAGES = {"sparse_structure": "sparse_structure_sampler", "shape": "shape_slat_sampler",
-                  "texture": "tex_slat_sampler"}
 
 
 @dataclass(frozen=True)
@@ -57,6 +54,8 @@ PIPELINE_TYPES = {
     "1536_cascade": PipelineType("1536_cascade", 32, "shape_slat_flow_model_1024", "tex_slat_flow_model_1024", 1024,
                                  cascade_from=1536),
 }
+
+assert tuple(PIPELINE_TYPES) == PIPELINE_TYPE_NAMES
 
 
 @dataclass

@@ -92,6 +92,7 @@ def test_held_out_objects_never_train_and_get_their_own_flow_loss(ema_run, base,
     assert m["objects_trained"] == 5 and m["train_objects_flow_loss"]["objects"] == 5
     assert m["held_out"]["flow_loss"]["objects"] == 1
     assert m["held_out"]["flow_loss"]["base"] > 0 and m["held_out"]["flow_loss"]["adapted"] > 0
+    assert m["evaluation_s"] > 0
     assert report["metrics"] == m
     # recomputed from the saved file with the same split: the same figures, bit for bit
     again = evaluate_adapter(out / "geometry.safetensors", dataset, base, device="cpu")

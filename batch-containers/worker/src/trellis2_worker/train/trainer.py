@@ -177,9 +177,10 @@ def _evaluate(run: Run, sets: dict[str, list[TrainObject]]) -> dict:
     """The evaluation part of the record, or why there is none; never raises (the adapter is already saved)."""
     if not run.req.eval_objects:
         return {"evaluation_note": "evaluation off (--eval-objects 0)"}
+    t0 = time.perf_counter()
     try:
         losses = flow_losses(run.denoise, run.peft_model, run.conditioner, sets, run.req.eval_objects, run.ema)
-        return evaluation_metrics(losses, run.req.ema_decay)
+        return {**evaluation_metrics(losses, run.req.ema_decay), "evaluation_s": round(time.perf_counter() - t0, 3)}
     except Exception as exc:  # noqa: BLE001 - a failed measurement must not lose the adapter that was trained
         message = f"{type(exc).__name__}: {one_line(exc)}"
         print(f"train: evaluation failed, the adapter is kept: {message}", file=sys.stderr)

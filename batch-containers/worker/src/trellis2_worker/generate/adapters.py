@@ -101,6 +101,9 @@ def check_adapters(requests: list[AdapterRequest], fetch, base, pipeline_type: P
 def adapters_applied(pipeline, adapters: list[CheckedAdapter]):
     """The pipeline's flows with the adapters on them at their strengths, for the duration of the block; the base
     modules are restored afterwards (the base caches its models per process)."""
+    if not adapters:  # no peft import (seconds) for a base-only run
+        yield pipeline
+        return
     from peft.tuners.lora import LoraLayer
 
     from trellis2_worker.train import load_adapter

@@ -127,24 +127,27 @@ SUBDIVISION_KEEP = 0.35
 CALIBRATION_SEED = SEED + 1
 
 
-def calibrate_decoders_(rel: str, model: nn.Module) -> None:
+def calibrate_decoders_(rel: str, model: nn.Module, occupancy: float = SS_OCCUPANCY,
+                        keep: float = SUBDIVISION_KEEP) -> None:
     """Shift the output biases that decide occupancy (SS decoder) and subdivision (shape decoder) so those shares
     hold for unit-Gaussian latents. Uses its own generator: the other models' weights stay byte-identical."""
     gen = torch.Generator().manual_seed(CALIBRATION_SEED)
+    device = next(model.parameters()).device
     with torch.no_grad():
         if rel.endswith("ss_dec_conv3d_16l8_fp16"):
-            logits = model(torch.randn(2, model.latent_channels, 16, 16, 16, generator=gen))
-            model.out_layer[-1].bias -= torch.quantile(logits.flatten()[::3], 1 - SS_OCCUPANCY)
+            logits = model(torch.randn(2, model.latent_channels, 16, 16, 16, generator=gen).to(device))
+            model.out_layer[-1].bias -= torch.quantile(logits.float().flatten()[::3], 1 - occupancy).to(device)
         elif rel.endswith("shape_dec_next_dc_f16c32_fp16"):
             from .sparse import SparseTensor
 
             flat = torch.randperm(32**3, generator=gen)[:400].sort().values
             coords = torch.stack([flat * 0, flat // 1024, (flat // 32) % 32, flat % 32], dim=1).int()
-            x = SparseTensor(torch.randn(400, model.latent_channels, generator=gen), coords)
+            x = SparseTensor(torch.randn(400, model.latent_channels, generator=gen), coords).to(device)
             for level in range(len(model.blocks) - 1):
                 _, subs = model._run_blocks(x, None, stop_at=level + 1)
-                shift = torch.quantile(subs[level].feats.flatten(), 1 - SUBDIVISION_KEEP)
-                model.blocks[level][-1].to_subdiv.bias -= shift
+                shift = torch.quantile(subs[level].feats.float().flatten(), 1 - keep)
+                bias = model.blocks[level][-1].to_subdiv.bias
+                bias -= shift.to(bias.dtype)
 
 
 def write_tiny_base(root: str | Path) -> Path:

@@ -51,7 +51,8 @@ class RandomFullBase:
     def __init__(self):
         from trellis2_worker.models import load_base
 
-        self._tiny = load_base("tiny")  # only for the normalisation constants' format
+        self._tiny = load_base("tiny")  # the normalisation constants' format, the keys, the official sampler settings
+        self.pipeline, self.model_paths = self._tiny.pipeline, self._tiny.model_paths
         self._models, self._cond = {}, {}
 
     def load(self, key, device="cpu"):

@@ -96,6 +96,9 @@ def test_report_counts_objects_and_reasons(run):
     assert "out of bounds" in reasons["assimp/glTF2/IndexOutOfRange/IndexOutOfRange.gltf"]
     assert all(o["shape_tokens"] > 0 and o["shape_tokens"] == o["pbr_tokens"] for o in rep["objects"])
     assert rep["output"] == str(run["out"])
+    # Which protections the sandboxed Blender passes had, one line for the run.
+    (sandbox,) = rep["blender_sandbox"]
+    assert sandbox.startswith("filesystem: ") and "network: " in sandbox
 
 
 def test_every_surviving_object_has_every_file(run):

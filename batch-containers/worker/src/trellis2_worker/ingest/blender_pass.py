@@ -81,10 +81,10 @@ def check_fbx_textures(path: Path, root: Path) -> list[str]:
                         and isinstance(c.props[0], bytes) and c.props[0]), None)
         try:  # the side limit, from the header of the file it would load or of the embedded image
             if content is not None:
-                refs.texture_size_reason(io.BytesIO(content), f"FBX texture {refs.shown(written)}")
+                refs.check_texture_size(io.BytesIO(content), f"FBX texture {refs.shown(written)}")
             elif found is not None and os.path.isfile(found):
                 with open(found, "rb") as f:
-                    refs.texture_size_reason(f, f"FBX texture {refs.shown(written)}")
+                    refs.check_texture_size(f, f"FBX texture {refs.shown(written)}")
         except refs.Refused as exc:
             raise AssetError(str(exc)) from None
         folder = os.path.dirname(filepath)
@@ -126,12 +126,12 @@ def contain(bpy, root: Path, warnings: list[str]) -> None:
         what = f"texture {refs.shown(img.name)}"
         try:
             if img.packed_file is not None:
-                refs.texture_size_reason(io.BytesIO(img.packed_file.data), what)
+                refs.check_texture_size(io.BytesIO(img.packed_file.data), what)
             elif img.source == "FILE" and img.filepath:
                 path = bpy.path.abspath(img.filepath, library=img.library)
                 if os.path.isfile(path):
                     with open(path, "rb") as f:
-                        refs.texture_size_reason(f, what)
+                        refs.check_texture_size(f, what)
         except refs.Refused as exc:
             raise AssetError(str(exc)) from None
 

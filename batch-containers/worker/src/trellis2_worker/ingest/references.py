@@ -102,7 +102,7 @@ def check(path: Path, fmt: str, root: Path) -> str | None:
                        f"the archive"
             if ref.kind in ("image", "texture") and ref.target is not None:
                 with open(ref.target, "rb") as f:
-                    texture_size_reason(f, f"{ref.kind} {shown(ref.written)}")
+                    check_texture_size(f, f"{ref.kind} {shown(ref.written)}")
         if sniff_format(path, fmt) in ("glb", "gltf"):
             _GltfRefs(path, root, sniff_format(path, fmt)).check_embedded_images()
     except Refused as exc:
@@ -112,7 +112,7 @@ def check(path: Path, fmt: str, root: Path) -> str | None:
     return None
 
 
-def texture_size_reason(stream, what: str) -> None:
+def check_texture_size(stream, what: str) -> None:
     """Raises Refused when the image header in `stream` declares a side past MAX_TEXTURE_SIDE. Reads the header
     only (Pillow opens lazily); a format Pillow does not know is left to the importer and the memory cap."""
     from PIL import Image
@@ -307,7 +307,7 @@ class _GltfRefs:
                     if buf is not None and isinstance(start, int) and isinstance(length, int):
                         data = buf[start:start + length]
             if data is not None:
-                texture_size_reason(io.BytesIO(data), f"embedded image {i}")
+                check_texture_size(io.BytesIO(data), f"embedded image {i}")
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -112,6 +112,7 @@ def run(local: Path, work: Path, cache: IngestCache, *, render_size: int, worker
     todo = [a for a in found.assets if not cache.has(a.sha256)]
     batch_size = batch_size or max(4, 4 * max(1, workers))
     failed: list[dict] = []
+    sandbox: set[str] = set()  # the protections this run's Blender passes had (ingest_report.json's "sandbox")
     for b in range(0, len(todo), batch_size):
         batch = todo[b : b + batch_size]
         wanted = {p for a in batch for p in [a.local_path, *a.duplicates]}
@@ -128,6 +129,7 @@ def run(local: Path, work: Path, cache: IngestCache, *, render_size: int, worker
             report = json.loads((out / "ingest_report.json").read_text())
         with open(out / "metadata.csv", newline="") as f:
             rows = {r["sha256"]: r for r in csv.DictReader(f)}
+        sandbox.update(report.get("sandbox", []))
         for obj in report.get("objects", []):
             sha = obj["sha256"]
             if obj.get("status") == "succeeded" and sha in rows:
@@ -152,4 +154,5 @@ def run(local: Path, work: Path, cache: IngestCache, *, render_size: int, worker
         "seconds": seconds,
         "cached": len(found.assets) - len(todo),
         "duplicates": sum(len(a.duplicates) for a in found.assets),
+        "sandbox": sorted(sandbox),
     }

@@ -320,5 +320,6 @@ def _preprocess_raw(local: Path, resolution, base, output_uri, render_size, work
         "tokens": {o["sha256"]: {"shape": o["shape_tokens"], "pbr": o["pbr_tokens"]} for o in per_object},
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "blender_seconds_per_object": round(sum(blender) / len(blender), 3) if blender else None,
+        "blender_sandbox": ing.get("sandbox", []),  # which protections the Blender passes ran under
         "device": device,
     }

@@ -1,13 +1,14 @@
 """Latents: encode O-Voxels into TRELLIS.2 latents and write them as the preprocessed dataset (`preprocess`).
 
 The dataset format itself (names, reading, validation, writing) is the `trellis2_worker.dataset` package.
-`preprocess(input, resolution, base, output, ...) -> report` is the command; `encode_object(dump_dir, resolution,
-encoders)` one object's O-Voxels and latents.
+`preprocess` (module) holds the command, `preprocess.preprocess(input, resolution, base, output, ...) -> report`;
+`encode_object(dump_dir, resolution, encoders)` gives one object's O-Voxels and latents, `EncodingError` the failure
+that skips one object.
 """
 
 # Imported on first use (PEP 562): torch takes seconds to import, and every `trellis2-worker` command loads this
-# package's CLI.
-_EXPORTS = {"EncodingError": "encode", "encode_object": "preprocess", "preprocess": "preprocess"}
+# package's CLI. (`preprocess` is not among them: the submodule of that name would shadow a function.)
+_EXPORTS = {"EncodingError": "encode", "encode_object": "preprocess"}
 
 
 def __getattr__(name):

@@ -2,6 +2,7 @@ package io.trellis2lora.core;
 
 import com.fasterxml.jackson.annotation.JsonInclude;
 import com.fasterxml.jackson.core.JsonGenerator;
+import com.fasterxml.jackson.core.JsonLocation;
 import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.core.StreamReadFeature;
 import com.fasterxml.jackson.databind.DeserializationFeature;
@@ -16,12 +17,31 @@ public final class Json {
             // Keeps 0.10023-style prices and learning rates exact when they pass through a JsonNode.
             .enable(DeserializationFeature.USE_BIG_DECIMAL_FOR_FLOATS)
             .enable(StreamReadFeature.STRICT_DUPLICATE_DETECTION)
+            // One document is one value: `{...} {...}` or `{...}garbage` is refused, not read up to the first value.
+            .enable(DeserializationFeature.FAIL_ON_TRAILING_TOKENS)
             .enable(JsonGenerator.Feature.WRITE_BIGDECIMAL_AS_PLAIN)
             .disable(SerializationFeature.FAIL_ON_EMPTY_BEANS)
             .serializationInclusion(JsonInclude.Include.NON_NULL)
             .build();
 
     private Json() {
+    }
+
+    /**
+     * One line saying what is wrong with a document that did not parse, without Jackson's Java type names: the
+     * problem and where (line, column).
+     */
+    public static String problem(JsonProcessingException e) {
+        String what = e.getOriginalMessage() == null ? "unreadable" : e.getOriginalMessage();
+        if (what.startsWith("Trailing token")) {
+            what = "more follows the JSON value (send exactly one JSON document)";
+        } else {
+            int nl = what.indexOf('\n');
+            what = nl < 0 ? what : what.substring(0, nl);
+        }
+        JsonLocation at = e.getLocation();
+        return at == null || at.getLineNr() < 0 ? what
+                : what + " at line " + at.getLineNr() + ", column " + at.getColumnNr();
     }
 
     public static String write(Object value) {

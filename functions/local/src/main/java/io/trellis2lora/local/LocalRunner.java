@@ -13,7 +13,6 @@ import io.trellis2lora.core.storage.StorageLayout;
 import io.trellis2lora.core.validation.RequestFiles;
 import io.trellis2lora.core.validation.RequestValidator;
 import io.trellis2lora.core.zip.ArchiveOpener;
-import io.trellis2lora.core.zip.TempFileStager;
 import io.trellis2lora.local.asl.BatchSyncBinding;
 import io.trellis2lora.local.asl.Execution;
 import io.trellis2lora.local.asl.ExecutionListener;
@@ -91,8 +90,8 @@ public final class LocalRunner {
                 + UUID.randomUUID().toString().substring(0, 8);
         // The API's submit step on the storage directory; the execution is started by start() instead.
         try (SafeHttp http = new SafeHttp(AddressPolicy.fromEnvironment(System::getenv))) {
-            new SubmitOperation(new DirectoryObjectStore(out), new ArchiveOpener(null, http), id -> new TempFileStager(),
-                    stored -> { }).submit(request, requestId, null);
+            new SubmitOperation(new DirectoryObjectStore(out), new ArchiveOpener(null, http), stored -> { })
+                    .submit(request, requestId, null);
         }
         return requestId;
     }

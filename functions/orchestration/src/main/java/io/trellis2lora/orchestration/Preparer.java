@@ -9,10 +9,15 @@ import io.trellis2lora.core.model.Denoiser;
 import io.trellis2lora.core.model.TrainingRequest;
 import io.trellis2lora.core.pricing.PriceBreakdown;
 import io.trellis2lora.core.pricing.Pricing;
+import io.trellis2lora.core.storage.DirectoryObjectStore;
 import io.trellis2lora.core.storage.ObjectStore;
+import io.trellis2lora.core.storage.S3ObjectStore;
 import io.trellis2lora.core.storage.StorageLayout;
 import io.trellis2lora.core.zip.ArchiveOpener;
 import io.trellis2lora.core.zip.RangeSource;
+import io.trellis2lora.core.zip.S3Stager;
+import io.trellis2lora.core.zip.Stager;
+import io.trellis2lora.core.zip.TempFileStager;
 import io.trellis2lora.core.zip.ZipInspection;
 import io.trellis2lora.core.zip.ZipInspector;
 import java.io.IOException;
@@ -32,6 +37,10 @@ import java.util.List;
  * and the worker refuses (exit 2) an input that is not that archive. Chosen over staging every https input into the
  * requests bucket because it costs no second copy of a multi-GB archive, and it covers s3:// inputs too (an object
  * overwritten, or re-uploaded through its presigned URL, between Prepare and the job).
+ *
+ * <p>An https archive whose server ignores Range requests cannot be inspected without downloading it, which the
+ * API's 29 s do not allow: submit accepts it with a provisional price and Prepare (up to 15 minutes) copies it
+ * to requests/&lt;id&gt;/input.zip, hashing it on the way, inspects the copy and hands the jobs the copy.
  */
 public final class Preparer {
     public static final String DEFAULT_BASE_MODEL = "microsoft/TRELLIS.2-4B";
@@ -53,6 +62,18 @@ public final class Preparer {
         this.preprocessOptions = List.copyOf(preprocessOptions);
     }
 
+    /** Where an archive whose server ignores Range is copied: beside request.json, in this store. */
+    private Stager stager(String requestId) {
+        String key = StorageLayout.stagedInput(requestId);
+        if (store instanceof S3ObjectStore s3) {
+            return new S3Stager(s3.client(), s3.bucket(), key);
+        }
+        if (store instanceof DirectoryObjectStore dir) {
+            return new TempFileStager(dir.path(key));
+        }
+        throw new IllegalStateException("no staging into " + store.getClass().getSimpleName());
+    }
+
     /** TRELLIS2_PREPROCESS_OPTIONS, split on spaces (the deployment's extra preprocess options). */
     public static List<String> options(String text) {
         return text == null || text.isBlank() ? List.of() : List.of(text.trim().split("\\s+"));
@@ -69,9 +90,10 @@ public final class Preparer {
 
         ZipInspector.Inspected inspected;
         String contentSha256;
-        try (ArchiveOpener.Opened opened = opener.open(inputUri, null)) {
+        try (ArchiveOpener.Opened opened = opener.open(inputUri, stager(requestId))) {
             inspected = ZipInspector.inspectListing(opened.source(), request.resolution());
-            contentSha256 = sha256(opened.source());
+            contentSha256 = opened.stagedSha256() != null ? opened.stagedSha256() : sha256(opened.source());
+            inputUri = opened.inputUri();
         }
         ZipInspection inspection = inspected.inspection();
         String record = store.uri(Keys.inputRecord(requestId));

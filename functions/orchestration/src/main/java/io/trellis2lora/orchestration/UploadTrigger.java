@@ -14,7 +14,6 @@ import io.trellis2lora.core.storage.S3Uri;
 import io.trellis2lora.core.storage.StorageLayout;
 import io.trellis2lora.core.validation.RequestValidator;
 import io.trellis2lora.core.zip.ArchiveOpener;
-import io.trellis2lora.core.zip.S3Stager;
 import java.io.IOException;
 import java.net.URLDecoder;
 import java.nio.charset.StandardCharsets;
@@ -139,14 +138,16 @@ public final class UploadTrigger {
             try {
                 parsed = Json.MAPPER.readTree(sidecar);
             } catch (IOException e) {
-                throw new InputRefusedException(sidecarKey + " is not valid JSON: " + firstLine(e.getMessage()));
+                throw new InputRefusedException(sidecarKey + " is not valid JSON: "
+                        + (e instanceof com.fasterxml.jackson.core.JsonProcessingException j ? Json.problem(j)
+                        : firstLine(e.getMessage())));
             }
             if (parsed == null || !parsed.isObject()) {
                 throw new InputRefusedException(sidecarKey + " must be a JSON object (the training request)");
             }
             body = (ObjectNode) parsed;
         }
-        // fal_webhook (as on submit) is not part of the training request: kept aside for Finalize.
+        // fal_webhook is not part of the training request (submit refuses it): kept aside here for Finalize.
         JsonNode hook = body.remove("fal_webhook");
         if (hook != null) {
             String url = hook.asText("");
@@ -161,8 +162,8 @@ public final class UploadTrigger {
         }
         body.put("data_url", dataUrl);
         TrainingRequest request = validator.validate(body);
-        Assessment a = Assessment.of(request, new ArchiveOpener(s3, http),
-                new S3Stager(s3, requestsBucket, StorageLayout.stagedInput(requestId)));
+        // The zip is the event's own object (this stack's uploads bucket): that bucket only.
+        Assessment a = Assessment.of(request, new ArchiveOpener(s3, http, java.util.Set.of(bucket)), null);
         return new StoredRequest(requestId, Instant.now().toString(), null, a.request(), a.inputUri(),
                 a.inspection(), a.estimate());
     }

@@ -1,5 +1,6 @@
 package io.trellis2lora.orchestration;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNull;
@@ -19,6 +20,10 @@ import io.trellis2lora.core.testing.WorkerRecords;
 import io.trellis2lora.core.validation.RequestValidator;
 import io.trellis2lora.core.zip.ArchiveOpener;
 import io.trellis2lora.core.zip.S3Stager;
+import io.trellis2lora.core.net.AddressPolicy;
+import io.trellis2lora.core.net.SafeHttp;
+import io.trellis2lora.core.testing.TestHttpsServer;
+import io.trellis2lora.core.testing.TestZips;
 import io.trellis2lora.core.storage.S3ObjectStore;
 import java.io.ByteArrayOutputStream;
 import java.nio.file.Files;
@@ -121,5 +126,43 @@ class CloudStepsTest {
         Plan otherBase = new Preparer(store, opener, "tiny", List.of())
                 .prepare(Json.MAPPER.readTree("{\"request_id\": \"" + id2 + "\"}"));
         assertTrue(otherBase.needsPreprocess());
+    }
+
+    @Test
+    void prepareStagesAnArchiveWhoseServerIgnoresRangeAndPinsTheJobsToTheCopy() throws Exception {
+        S3Client s3 = Moto.s3();
+        String bucket = Moto.newBucket(s3);
+        S3ObjectStore store = new S3ObjectStore(s3, bucket);
+        byte[] zip = TestZips.forge(List.of(TestZips.Forged.file("a/chair.glb", "glTF"),
+                TestZips.Forged.file("b/table.obj", "v 0 0 0")), false);
+        String id = "req-cloud-staged";
+        try (var server = new TestHttpsServer();
+             var http = new SafeHttp(new AddressPolicy(true, false), TestHttpsServer.clientContext())) {
+            String url = server.serveWhole("/whole.zip", zip);
+            var request = new RequestValidator(RequestValidator.Mode.CLOUD).parse("{\"data_url\": \"" + url + "\"}");
+            ArchiveOpener opener = new ArchiveOpener(s3, http, java.util.Set.of());
+            // What submit does: no download, a provisional price.
+            Assessment a = Assessment.of(request, opener, null);
+            assertNull(a.inspection());
+            assertTrue(a.estimate().provisional());
+            store.write(StorageLayout.requestJson(id), Json.pretty(new StoredRequest(id, "t", null, a.request(),
+                    a.inputUri(), a.inspection(), a.estimate())).getBytes(), "application/json");
+
+            Plan plan = new Preparer(store, opener, null, List.of())
+                    .prepare(Json.MAPPER.readTree("{\"request_id\": \"" + id + "\"}"));
+            String staged = "s3://" + bucket + "/requests/" + id + "/input.zip";
+            assertEquals(staged, plan.inputUri());
+            List<String> preprocess = plan.preprocess().command();
+            assertEquals(staged, preprocess.get(preprocess.indexOf("--input") + 1));
+            assertArrayEquals(zip, s3.getObjectAsBytes(b -> b.bucket(bucket).key("requests/" + id + "/input.zip"))
+                    .asByteArray());
+            // Prepare's price is exact (2 objects, the 10-object minimum) and the record holds the copy's bytes.
+            assertEquals(2, plan.objects());
+            assertNull(plan.estimate().provisional());
+            JsonNode record = Json.MAPPER.readTree(store.read(Keys.inputRecord(id)).orElseThrow());
+            assertEquals(staged, record.get("uri").asText());
+            assertEquals(zip.length, record.get("bytes").asLong());
+            assertEquals(Preparer.sha256Hex(zip), record.get("sha256").asText());
+        }
     }
 }

@@ -27,7 +27,7 @@ public class PrepareHandler implements RequestHandler<JsonNode, JsonNode> {
         if (preparer == null) {
             Services services = Services.fromEnvironment();
             preparer = new Preparer(services.requests(),
-                    new ArchiveOpener(services.s3(), services.http()), System.getenv("TRELLIS2_BASE_MODEL"),
+                    new ArchiveOpener(services.s3(), services.http(), services.config().dataBuckets()), System.getenv("TRELLIS2_BASE_MODEL"),
                     Preparer.options(System.getenv("TRELLIS2_PREPROCESS_OPTIONS")));
         }
         return preparer;

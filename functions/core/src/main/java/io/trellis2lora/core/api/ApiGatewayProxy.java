@@ -45,7 +45,12 @@ public final class ApiGatewayProxy {
         String stage = str(ctx.get("stage"));
         String base = host == null ? null
                 : "https://" + host + (stage == null || stage.equals("$default") ? "" : "/" + stage);
-        return new ApiRequest(method, headers, path, body, base);
+        // REST APIs with usage plans put the caller's API key under requestContext.identity; its id, not the key.
+        String caller = null;
+        if (ctx.get("identity") instanceof Map<?, ?> identity) {
+            caller = str(identity.get("apiKeyId"));
+        }
+        return new ApiRequest(method, headers, path, body, base, caller == null || caller.isBlank() ? null : caller);
     }
 
     public static Map<String, Object> toEvent(ApiResponse response) {

@@ -19,9 +19,14 @@ public record ApiResponse(int status, String body) {
 
     /** 400 with every problem, one per array item (and all of them joined in "error" for simple clients). */
     public static ApiResponse refused(InputRefusedException e) {
+        return refused(400, e);
+    }
+
+    /** {@code status} (e.g. 422) with every problem, as {@link #refused(InputRefusedException)}. */
+    public static ApiResponse refused(int status, InputRefusedException e) {
         ObjectNode n = Json.MAPPER.createObjectNode();
         n.put("error", String.join("; ", e.problems()));
         e.problems().forEach(n.putArray("problems")::add);
-        return json(400, n);
+        return json(status, n);
     }
 }

@@ -1,12 +1,12 @@
 package io.trellis2lora.core.api;
 
-import io.trellis2lora.core.storage.StorageLayout;
 import io.trellis2lora.core.validation.RequestValidator;
 import io.trellis2lora.core.zip.ArchiveOpener;
-import io.trellis2lora.core.zip.S3Stager;
-import java.util.UUID;
 
-/** POST /estimate: the same checks as a submit and the price, starting nothing and keeping nothing. */
+/**
+ * POST /estimate: the same checks as a submit and the price, starting nothing and keeping nothing. An archive that
+ * cannot be inspected by ranged reads is not downloaded: its price is provisional, as on submit.
+ */
 public final class EstimateOperation extends ApiOperation {
     private final RequestValidator validator = new RequestValidator(RequestValidator.Mode.CLOUD);
 
@@ -16,13 +16,8 @@ public final class EstimateOperation extends ApiOperation {
 
     @Override
     protected ApiResponse process(ApiRequest request) throws Exception {
-        var stager = new S3Stager(services.s3(), services.config().requestsBucket(),
-                StorageLayout.estimateStaging(UUID.randomUUID().toString()));
-        Assessment a = Assessment.of(request.body(), validator, new ArchiveOpener(services.s3(), services.http()),
-                stager);
-        if (!a.inputUri().equals(a.request().dataUrl())) {
-            stager.discard(a.inputUri());
-        }
+        Assessment a = Assessment.of(request.body(), validator,
+                new ArchiveOpener(services.s3(), services.http(), services.config().dataBuckets()), null);
         return ApiResponse.json(200, new Assessment(a.request(), null, a.inspection(), a.estimate()));
     }
 }

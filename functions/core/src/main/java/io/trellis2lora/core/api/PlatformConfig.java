@@ -2,15 +2,25 @@ package io.trellis2lora.core.api;
 
 import io.trellis2lora.core.net.AddressPolicy;
 import java.time.Duration;
+import java.util.Arrays;
+import java.util.Set;
+import java.util.stream.Collectors;
 import java.util.function.Function;
 
 /**
  * Deployment settings, read from the environment of each function (the infrastructure sets them).
  *
- * @param apiBaseUrl base of the status/result/cancel URLs handed back; null to derive it from the API Gateway event
+ * @param apiBaseUrl  base of the status/result/cancel URLs handed back; null to derive it from the API Gateway event
+ * @param dataBuckets the buckets an {@code s3://} data_url may name (TRELLIS2_DATA_BUCKETS, comma-separated; the
+ *                    infrastructure sets the uploads bucket). Never the requests bucket unless listed: it holds every
+ *                    other request's inputs and adapters, which the functions' roles can read.
  */
 public record PlatformConfig(String requestsBucket, String stateMachineArn, String apiBaseUrl, Duration presignTtl,
-        AddressPolicy addressPolicy) {
+        AddressPolicy addressPolicy, Set<String> dataBuckets) {
+
+    public PlatformConfig {
+        dataBuckets = Set.copyOf(dataBuckets);
+    }
 
     public static PlatformConfig fromEnvironment(Function<String, String> env) {
         String ttl = env.apply("TRELLIS2_PRESIGN_SECONDS");
@@ -19,7 +29,17 @@ public record PlatformConfig(String requestsBucket, String stateMachineArn, Stri
                 env.apply("TRELLIS2_STATE_MACHINE_ARN"),
                 blankToNull(env.apply("TRELLIS2_API_BASE_URL")),
                 Duration.ofSeconds(ttl == null || ttl.isBlank() ? 3600 : Long.parseLong(ttl.trim())),
-                AddressPolicy.fromEnvironment(env));
+                AddressPolicy.fromEnvironment(env),
+                buckets(env.apply("TRELLIS2_DATA_BUCKETS")));
+    }
+
+    /** "a, b" -> {a, b}; unset or blank -> none (an s3:// data_url is then refused). */
+    public static Set<String> buckets(String list) {
+        if (list == null || list.isBlank()) {
+            return Set.of();
+        }
+        return Arrays.stream(list.split(",")).map(String::trim).filter(b -> !b.isEmpty())
+                .collect(Collectors.toUnmodifiableSet());
     }
 
     /** arn:...:stateMachine:NAME + id -> arn:...:execution:NAME:id (executions are named by request id). */

@@ -1,6 +1,7 @@
 package io.trellis2lora.core.api;
 
 import com.fasterxml.jackson.annotation.JsonProperty;
+import io.trellis2lora.core.InputRefusedException;
 import io.trellis2lora.core.Json;
 import io.trellis2lora.core.model.TrainingRequest;
 import io.trellis2lora.core.pricing.PriceBreakdown;
@@ -8,8 +9,6 @@ import io.trellis2lora.core.storage.ObjectStore;
 import io.trellis2lora.core.storage.StorageLayout;
 import io.trellis2lora.core.validation.RequestValidator;
 import io.trellis2lora.core.zip.ArchiveOpener;
-import io.trellis2lora.core.zip.S3Stager;
-import io.trellis2lora.core.zip.Stager;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.security.MessageDigest;
@@ -19,13 +18,15 @@ import java.util.HexFormat;
 import java.util.Map;
 import java.util.Optional;
 import java.util.UUID;
-import java.util.function.Function;
 import software.amazon.awssdk.services.sfn.model.ExecutionAlreadyExistsException;
 
 /**
  * POST /requests: validate, inspect, price, store request.json, start the state machine execution named by the
- * request id. With an Idempotency-Key header the request id is derived from the key, so a repeat finds the first
- * request and answers with it instead of starting a second one.
+ * request id. With an Idempotency-Key header the request id is derived from the caller (the API key's id) and the
+ * key, so a repeat by the same caller finds the first request and answers with it instead of starting a second
+ * one; the same key with another request is refused (422), and another caller's same key is another request.
+ * An https archive whose server ignores Range requests is not downloaded here: the request is accepted with a
+ * provisional price and Prepare stages it.
  */
 public final class SubmitOperation extends ApiOperation {
     /** Starts the execution named by the request id once request.json is stored. */
@@ -36,29 +37,24 @@ public final class SubmitOperation extends ApiOperation {
     private final RequestValidator validator = new RequestValidator(RequestValidator.Mode.CLOUD);
     private final ObjectStore requests;
     private final ArchiveOpener opener;
-    private final Function<String, Stager> stagers;
     private final Executions executions;
 
-    /** The API's: the requests bucket, https archives staged beside request.json, Step Functions executions. */
+    /** The API's: the requests bucket, s3:// data_urls in the deployment's data buckets, Step Functions. */
     public SubmitOperation(Services services) {
         super(services);
         this.requests = services.requests();
-        this.opener = new ArchiveOpener(services.s3(), services.http());
-        this.stagers = requestId -> new S3Stager(services.s3(), services.config().requestsBucket(),
-                StorageLayout.stagedInput(requestId));
+        this.opener = new ArchiveOpener(services.s3(), services.http(), services.config().dataBuckets());
         this.executions = this::startExecution;
     }
 
     /**
-     * Another place that submits (the local runner): its own store, opener, staging (a temporary file) and way to
-     * start executions; only {@link #submit} is used, never the HTTP side.
+     * Another place that submits (the local runner): its own store, opener and way to start executions; only
+     * {@link #submit} is used, never the HTTP side.
      */
-    public SubmitOperation(ObjectStore requests, ArchiveOpener opener, Function<String, Stager> stagers,
-                           Executions executions) {
+    public SubmitOperation(ObjectStore requests, ArchiveOpener opener, Executions executions) {
         super(null);
         this.requests = requests;
         this.opener = opener;
-        this.stagers = stagers;
         this.executions = executions;
     }
 
@@ -73,33 +69,44 @@ public final class SubmitOperation extends ApiOperation {
     @Override
     protected ApiResponse process(ApiRequest request) throws Exception {
         String key = request.header("Idempotency-Key");
-        String keyHash = null;
-        String requestId;
-        if (key != null && !key.isBlank()) {
-            if (key.length() > 255) {
-                throw new io.trellis2lora.core.InputRefusedException("Idempotency-Key is longer than 255 characters");
-            }
-            keyHash = sha256(key);
-            requestId = UUID.nameUUIDFromBytes(("idempotency-key:" + key).getBytes(StandardCharsets.UTF_8))
-                    .toString();
-            StoredRequest earlier = load(requestId);
-            if (earlier != null) {
-                executions.start(earlier);
-                return ApiResponse.json(200, answer(earlier, request));
-            }
-        } else {
-            requestId = UUID.randomUUID().toString();
+        if (key == null || key.isBlank()) {
+            StoredRequest stored = submit(validator.parse(request.body()), UUID.randomUUID().toString(), null);
+            return ApiResponse.json(202, answer(stored, request));
         }
-        StoredRequest stored = submit(validator.parse(request.body()), requestId, keyHash);
+        if (key.length() > 255) {
+            throw new InputRefusedException("Idempotency-Key is longer than 255 characters");
+        }
+        TrainingRequest parsed = validator.parse(request.body());
+        // Scoped to the caller: another API key's same Idempotency-Key is its own request, never this one.
+        String scoped = (request.caller() == null ? "" : request.caller()) + "\n" + key;
+        String requestId = UUID.nameUUIDFromBytes(("idempotency-key:" + scoped).getBytes(StandardCharsets.UTF_8))
+                .toString();
+        StoredRequest earlier = load(requestId);
+        if (earlier != null) {
+            if (!sameRequest(earlier.request(), parsed)) {
+                return ApiResponse.refused(422, new InputRefusedException("this Idempotency-Key was already used "
+                        + "with another request body; send a new key for a new request"));
+            }
+            executions.start(earlier);
+            return ApiResponse.json(200, answer(earlier, request));
+        }
+        StoredRequest stored = submit(parsed, requestId, sha256(scoped));
         return ApiResponse.json(202, answer(stored, request));
     }
 
+    /** The same training request, whatever the JSON's spelling (field order, 1e-4 or 0.00010). */
+    static boolean sameRequest(TrainingRequest a, TrainingRequest b) {
+        return a.dataUrl().equals(b.dataUrl()) && a.denoisers().equals(b.denoisers())
+                && a.resolution() == b.resolution() && a.rank() == b.rank()
+                && a.learningRate().compareTo(b.learningRate()) == 0 && a.trainingSteps() == b.trainingSteps();
+    }
+
     /**
-     * A validated request becomes {@code requestId}: its archive inspected and priced, request.json stored, the
-     * execution started.
+     * A validated request becomes {@code requestId}: its archive inspected and priced (provisionally when it cannot
+     * be inspected by ranged reads), request.json stored, the execution started.
      */
     public StoredRequest submit(TrainingRequest request, String requestId, String keyHash) throws IOException {
-        Assessment a = Assessment.of(request, opener, stagers.apply(requestId));
+        Assessment a = Assessment.of(request, opener, null);
         StoredRequest stored = new StoredRequest(requestId, Instant.now().toString(), keyHash, a.request(),
                 a.inputUri(), a.inspection(), a.estimate());
         requests.write(StorageLayout.requestJson(requestId), Json.pretty(stored).getBytes(StandardCharsets.UTF_8),

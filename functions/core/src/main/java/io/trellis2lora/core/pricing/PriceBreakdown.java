@@ -8,13 +8,18 @@ import java.util.List;
 /**
  * An itemised price in US dollars: the items stay unrounded (as in the ARCHITECTURE example), only {@code total}
  * is rounded to cents.
+ *
+ * @param provisional true when the archive could not be inspected before answering (its server ignores Range
+ *                    requests): the preparation item is then the minimum, and Prepare prices the request from what it
+ *                    inspects; absent (null) when the price is exact
  */
 public record PriceBreakdown(
         @JsonProperty("currency") String currency,
         @JsonProperty("preparation") Preparation preparation,
         @JsonProperty("stages") List<Stage> stages,
         @JsonProperty("subtotal") BigDecimal subtotal,
-        @JsonProperty("total") BigDecimal total) {
+        @JsonProperty("total") BigDecimal total,
+        @JsonProperty("provisional") Boolean provisional) {
 
     public record Preparation(
             @JsonProperty("objects") int objects,

@@ -30,6 +30,15 @@ public final class Pricing {
         return charge(request, objects, reusedDataset, request.denoisers());
     }
 
+    /**
+     * The price of a request whose archive is not inspected yet: the stages exactly, preparation at the minimum
+     * (10 objects); marked provisional, and replaced by Prepare's price once it has inspected the archive.
+     */
+    public static PriceBreakdown provisional(TrainingRequest request) {
+        PriceBreakdown p = estimate(request, 0, false);
+        return new PriceBreakdown(p.currency(), p.preparation(), p.stages(), p.subtotal(), p.total(), true);
+    }
+
     /** The final charge: preparation plus only the stages that succeeded, in request order. */
     public static PriceBreakdown charge(TrainingRequest request, int objects, boolean reusedDataset,
             Collection<Denoiser> succeeded) {
@@ -53,7 +62,7 @@ public final class Pricing {
                     clean(amount)));
             sum = sum.add(amount);
         }
-        return new PriceBreakdown("USD", preparation, stages, clean(sum), sum.setScale(2, RoundingMode.HALF_UP));
+        return new PriceBreakdown("USD", preparation, stages, clean(sum), sum.setScale(2, RoundingMode.HALF_UP), null);
     }
 
     public static BigDecimal ratePerStep(Denoiser d) {

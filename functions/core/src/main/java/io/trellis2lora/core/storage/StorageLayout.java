@@ -30,7 +30,7 @@ public final class StorageLayout {
         return requestPrefix(requestId) + "result.json";
     }
 
-    /** Where an https archive is copied when its server ignores Range requests. */
+    /** Where Prepare copies an https archive whose server ignores Range requests (the jobs then read the copy). */
     public static String stagedInput(String requestId) {
         return requestPrefix(requestId) + "input.zip";
     }
@@ -56,10 +56,5 @@ public final class StorageLayout {
             throw new IllegalArgumentException("not a dataset key: " + datasetKey);
         }
         return "datasets/" + datasetKey + "/preprocessed.zip";
-    }
-
-    /** Estimates keep nothing: a staged copy made for one lives here until the estimate is answered. */
-    public static String estimateStaging(String token) {
-        return "staging/" + token + "/input.zip";
     }
 }

@@ -44,7 +44,7 @@ public final class RequestValidator {
         try {
             node = Json.MAPPER.readTree(body);
         } catch (JsonProcessingException e) {
-            throw new InputRefusedException("request body is not valid JSON: " + e.getOriginalMessage());
+            throw new InputRefusedException("request body is not valid JSON: " + Json.problem(e));
         }
         return validate(node);
     }

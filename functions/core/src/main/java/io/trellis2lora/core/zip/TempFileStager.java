@@ -7,12 +7,32 @@ import java.io.OutputStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
 
-/** Local mode: an https archive whose server ignores Range is copied to a temporary file. */
+/**
+ * Local mode: an https archive whose server ignores Range is copied to a file: a temporary one (the command line's
+ * inspect and estimate), or a given path (the local Prepare's requests/&lt;id&gt;/input.zip, which the jobs read).
+ */
 public final class TempFileStager implements Stager {
+    private final Path target;
+
+    public TempFileStager() {
+        this(null);
+    }
+
+    /** @param target where the copy goes; null for a new temporary file */
+    public TempFileStager(Path target) {
+        this.target = target;
+    }
+
     @Override
     public String stage(InputStream body, String sourceName) throws IOException {
-        Path tmp = Files.createTempFile("trellis2-input-", ".zip");
-        try (OutputStream out = Files.newOutputStream(tmp)) {
+        Path out;
+        if (target == null) {
+            out = Files.createTempFile("trellis2-input-", ".zip");
+        } else {
+            Files.createDirectories(target.getParent());
+            out = target;
+        }
+        try (OutputStream o = Files.newOutputStream(out)) {
             byte[] buf = new byte[1 << 20];
             long total = 0;
             for (int n; (n = body.read(buf)) > 0; ) {
@@ -21,13 +41,13 @@ public final class TempFileStager implements Stager {
                     throw new InputRefusedException("archive at " + sourceName + " is over the "
                             + ZipInspector.MAX_ARCHIVE_BYTES / (1024 * 1024) + " MB limit");
                 }
-                out.write(buf, 0, n);
+                o.write(buf, 0, n);
             }
         } catch (IOException | RuntimeException e) {
-            Files.deleteIfExists(tmp);
+            Files.deleteIfExists(out);
             throw e;
         }
-        return tmp.toString();
+        return out.toString();
     }
 
     @Override

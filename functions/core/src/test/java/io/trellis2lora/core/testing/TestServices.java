@@ -36,9 +36,10 @@ public final class TestServices {
             var sfn = Moto.sfn();
             String bucket = Moto.newBucket(s3);
             String arn = Moto.newStateMachine(sfn, stateMachine);
-            // Tests fetch https archives from a server on loopback, which only this setting lets through.
+            // Tests fetch https archives from a server on loopback, which only this setting lets through; their
+            // s3:// archives sit in the one bucket, which is therefore a data bucket too.
             var config = new PlatformConfig(bucket, arn, BASE_URL, Duration.ofMinutes(10),
-                    new AddressPolicy(true, false));
+                    new AddressPolicy(true, false), java.util.Set.of(bucket));
             return new Services(config, s3, Moto.presigner(), sfn,
                     new SafeHttp(config.addressPolicy(), httpsArchives ? TestHttpsServer.clientContext() : null));
         } catch (Exception e) {

@@ -1,6 +1,7 @@
 package io.trellis2lora.functions.estimate;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
@@ -77,13 +78,51 @@ class EstimateFunctionTest {
     }
 
     @Test
-    void stagedCopyOfAnHttpsArchiveIsNotKept() throws Exception {
+    void httpsArchiveWhoseServerIgnoresRangeIsPricedProvisionallyWithoutDownloadingIt() throws Exception {
+        // Large enough that a download would show in the byte count.
+        byte[] big = TestZips.forge(List.of(TestZips.Forged.file("pad.bin", new byte[4 << 20]),
+                TestZips.Forged.file("a/chair.glb", "glTF")), false);
         try (var server = new TestHttpsServer()) {
-            String url = server.serveWhole("/a.zip", real20);
-            var resp = estimate("{\"data_url\":\"" + url + "\"}");
+            String url = server.serveWhole("/a.zip", big);
+            var resp = estimate("{\"data_url\":\"" + url + "\",\"training_steps\":2000}");
             assertEquals(200, resp.get("statusCode"), (String) resp.get("body"));
-            assertTrue(keys().stream().noneMatch(k -> k.startsWith("staging/")), keys().toString());
+            JsonNode b = Json.MAPPER.readTree((String) resp.get("body"));
+            assertTrue(b.at("/estimate/provisional").asBoolean(), b.toString());
+            assertTrue(b.path("inspection").isMissingNode() || b.path("inspection").isNull(), b.toString());
+            assertEquals("1.0023", b.at("/estimate/preparation/amount").asText()); // the 10-object minimum
+            assertEquals("7.76", b.at("/estimate/total").asText());                // + 2000 x 0.003378
+            assertTrue(server.bytesSent.get() < big.length / 4, "sent " + server.bytesSent.get());
+            assertTrue(keys().stream().allMatch(k -> k.startsWith("in/")), "kept: " + keys());
         }
+    }
+
+    @Test
+    void s3ArchiveOutsideTheDataBucketsIsRefusedUnread() throws Exception {
+        var s3 = services.s3();
+        String other = io.trellis2lora.core.testing.Moto.newBucket(s3);
+        s3.putObject(b -> b.bucket(other).key("in/a.zip"), RequestBody.fromBytes(real20));
+        var resp = estimate("{\"data_url\":\"s3://" + other + "/in/a.zip\"}");
+        assertEquals(400, resp.get("statusCode"), (String) resp.get("body"));
+        JsonNode b = Json.MAPPER.readTree((String) resp.get("body"));
+        assertEquals("data_url bucket '" + other + "' is not one this deployment reads from (allowed: " + bucket()
+                + ")", b.get("error").asText());
+    }
+
+    @Test
+    void trailingBytesAfterTheRequestAreRefusedWithOneLine() throws Exception {
+        String ok = "{\"data_url\":\"s3://" + bucket() + "/in/x.zip\"}";
+        for (String tail : new String[] {" {}", "x", ",", " []"}) {
+            var resp = estimate(ok + tail);
+            assertEquals(400, resp.get("statusCode"), ok + tail);
+            JsonNode b = Json.MAPPER.readTree((String) resp.get("body"));
+            assertEquals(1, b.get("problems").size(), b.toString());
+            String line = b.get("error").asText();
+            assertTrue(line.startsWith("request body is not valid JSON: "), line);
+            assertFalse(line.contains("com.fasterxml") || line.contains("\n"), line);
+        }
+        var two = Json.MAPPER.readTree((String) estimate(ok + "\n" + ok).get("body"));
+        assertTrue(two.get("error").asText().contains("more follows the JSON value")
+                && two.get("error").asText().contains("line 2"), two.toString());
     }
 
     @Test

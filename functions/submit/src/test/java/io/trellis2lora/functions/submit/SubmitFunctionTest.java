@@ -121,6 +121,39 @@ class SubmitFunctionTest {
         assertTrue(executionNames().contains(noKey.get("request_id").asText()));
     }
 
+    Map<String, Object> submitAs(String apiKeyId, String body, String key) {
+        Map<String, Object> event = TestServices.event("POST", body, Map.of("Idempotency-Key", key), null);
+        event.put("requestContext", Map.of("domainName", "abc123.execute-api.us-east-1.amazonaws.com",
+                "stage", "prod", "identity", Map.of("apiKeyId", apiKeyId)));
+        return fn.handleRequest(event, null);
+    }
+
+    @Test
+    void idempotencyKeyIsTheCallersAndHoldsItsBody() throws Exception {
+        String url = upload("uploads/k.zip", small);
+        String body = "{\"data_url\":\"" + url + "\",\"learning_rate\":0.0001}";
+        var alice = submitAs("key-alice", body, "order-1");
+        assertEquals(202, alice.get("statusCode"), (String) alice.get("body"));
+        // The same body spelt differently is the same request.
+        var again = submitAs("key-alice", "{\"learning_rate\": 1e-4, \"data_url\": \"" + url + "\"}", "order-1");
+        assertEquals(200, again.get("statusCode"), (String) again.get("body"));
+        assertEquals(body(alice).get("request_id"), body(again).get("request_id"));
+        // Another body under the same key is refused, and changes nothing.
+        var changed = submitAs("key-alice", "{\"data_url\":\"" + url + "\",\"training_steps\":5000}", "order-1");
+        assertEquals(422, changed.get("statusCode"), (String) changed.get("body"));
+        assertEquals("this Idempotency-Key was already used with another request body; send a new key for a new "
+                + "request", body(changed).get("error").asText());
+        String id = body(alice).get("request_id").asText();
+        JsonNode stored = Json.MAPPER.readTree(services.s3().getObjectAsBytes(g -> g.bucket(bucket())
+                .key("requests/" + id + "/request.json")).asUtf8String());
+        assertEquals(1000, stored.at("/request/training_steps").asInt());
+        // Another caller's same key is its own request: it neither sees nor is refused by Alice's.
+        var bob = submitAs("key-bob", "{\"data_url\":\"" + url + "\",\"training_steps\":5000}", "order-1");
+        assertEquals(202, bob.get("statusCode"), (String) bob.get("body"));
+        assertNotEquals(id, body(bob).get("request_id").asText());
+        assertEquals(2, executionNames().size());
+    }
+
     @Test
     void invalidRequestsAreRefusedWithEveryProblemAndStartNothing() throws Exception {
         var resp = submit("{\"denoisers\":[\"colour\"],\"rank\":3,\"learning_rate\":\"fast\"}", Map.of());
@@ -146,15 +179,45 @@ class SubmitFunctionTest {
     }
 
     @Test
-    void httpsArchiveFromAServerIgnoringRangeIsStagedUnderTheRequest() throws Exception {
-        String url = server.serveWhole("/whole-" + bucket() + ".zip", small);
+    void httpsArchiveFromAServerIgnoringRangeIsAcceptedProvisionallyAndLeftToPrepare() throws Exception {
+        byte[] big = TestZips.forge(List.of(TestZips.Forged.file("pad.bin", new byte[4 << 20]),
+                TestZips.Forged.file("a/chair.glb", "glTF")), false);
+        String url = server.serveWhole("/whole-" + bucket() + ".zip", big);
+        long before = server.bytesSent.get();
         var resp = submit("{\"data_url\":\"" + url + "\"}", Map.of());
         assertEquals(202, resp.get("statusCode"), (String) resp.get("body"));
+        assertTrue(body(resp).at("/estimate/provisional").asBoolean(), (String) resp.get("body"));
+        assertTrue(server.bytesSent.get() - before < big.length / 4, "sent " + (server.bytesSent.get() - before));
         String id = body(resp).get("request_id").asText();
         JsonNode stored = Json.MAPPER.readTree(services.s3().getObjectAsBytes(g -> g.bucket(bucket())
                 .key("requests/" + id + "/request.json")).asUtf8String());
-        assertEquals("s3://" + bucket() + "/requests/" + id + "/input.zip", stored.get("input_uri").asText());
-        assertEquals(url, stored.at("/request/data_url").asText());
+        assertEquals(url, stored.get("input_uri").asText());
+        assertTrue(stored.path("inspection").isMissingNode(), stored.toString());
+        assertEquals(1, services.s3().listObjectsV2(b -> b.bucket(bucket()).prefix("requests/" + id + "/"))
+                .keyCount(), "only request.json");
+        assertTrue(executionNames().contains(id));
+    }
+
+    @Test
+    void s3DataUrlOutsideTheDeploymentsDataBucketsIsRefused() throws Exception {
+        String other = Moto.newBucket(services.s3());
+        services.s3().putObject(b -> b.bucket(other).key("a.zip"), RequestBody.fromBytes(small));
+        var resp = submit("{\"data_url\":\"s3://" + other + "/a.zip\"}", Map.of());
+        assertEquals(400, resp.get("statusCode"), (String) resp.get("body"));
+        assertTrue(body(resp).get("error").asText().startsWith("data_url bucket '" + other + "' is not one"),
+                (String) resp.get("body"));
+        // A deployment that lists no data bucket reads no s3:// data_url, its own requests bucket included.
+        var none = new SubmitFunction(new SubmitOperation(new Services(
+                new io.trellis2lora.core.api.PlatformConfig(bucket(), services.config().stateMachineArn(),
+                        TestServices.BASE_URL, services.config().presignTtl(), services.config().addressPolicy(),
+                        java.util.Set.of()),
+                services.s3(), services.presigner(), services.sfn(), services.http())));
+        String mine = upload("uploads/mine.zip", small);
+        var r = none.handleRequest(TestServices.event("POST", "{\"data_url\":\"" + mine + "\"}", Map.of(), null),
+                null);
+        assertEquals(400, r.get("statusCode"));
+        assertTrue(body(r).get("error").asText().contains("reads no s3:// data_url"), (String) r.get("body"));
+        assertEquals(List.of(), executionNames());
     }
 
     @Test
@@ -175,7 +238,8 @@ class SubmitFunctionTest {
                         "stage", "$default")));
         var r = new SubmitFunction(new SubmitOperation(new Services(
                 new io.trellis2lora.core.api.PlatformConfig(bucket(), services.config().stateMachineArn(), null,
-                        services.config().presignTtl(), services.config().addressPolicy()),
+                        services.config().presignTtl(), services.config().addressPolicy(),
+                        services.config().dataBuckets()),
                 services.s3(), services.presigner(), services.sfn(), services.http()))).handleRequest(v2, null);
         assertEquals(202, r.get("statusCode"), (String) r.get("body"));
         assertTrue(body(r).get("status_url").asText().startsWith("https://api.example.org/requests/"),

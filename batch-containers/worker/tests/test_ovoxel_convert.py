@@ -10,6 +10,7 @@ from PIL import Image
 from scipy.spatial import cKDTree
 
 from ovoxel_helpers import blocks_texture, cube_mesh, fin_mesh, sphere_mesh, trimesh_to_dump, wavy_plane, write_dump
+from trellis2_worker.errors import InputError
 from trellis2_worker.ovoxel import (dual_grid_attrs, flexible_dual_grid_to_mesh, load_dump, mesh_to_flexible_dual_grid,
                                     normalize_unit_cube, normalized_dump, pbr_voxels, read_vxz)
 
@@ -201,6 +202,14 @@ def test_normalisation_scale_is_bit_identical_to_torch_for_every_extent():
         vmin, vmax = t.min(dim=0)[0], t.max(dim=0)[0]
         ref = ((t - (vmin + vmax) / 2) * (0.99999 / (vmax - vmin).max())).numpy()
         assert np.array_equal(normalize_unit_cube(v), ref)
+
+
+def test_a_mesh_that_float32_cannot_normalise_fails_as_that_objects_input():
+    # 2 mm wide, 2 units from the origin: (v - center) rounds past the half extent, as in the reference (its assert)
+    v = np.array([[-0.00065383, 0.99987036, -1.89921606], [0.00149343, 0.99874091, -1.89848602],
+                  [0.00134588, 1.0007813, -1.89973557], [-0.00031392, 1.00145805, -1.8980397]], np.float32)
+    with pytest.raises(InputError, match="too small for its distance from the origin"):
+        normalize_unit_cube(v)
 
 
 # ------------------------------------------------------------------------------------------------ colours

@@ -190,7 +190,7 @@ class StackTemplateTest {
     void stateMachineHasEveryPlaceholderFilledAndLogs() throws IOException {
         JsonNode p = Synth.props("AWS::StepFunctions::StateMachine", "TrainingStateMachine");
         String asl = Files.readString(Synth.ASL);
-        TreeSet<String> names = Trellis2Stack.placeholders(asl);
+        TreeSet<String> names = Workflow.placeholders(asl);
         assertFalse(names.isEmpty(), "the ASL names its resources through placeholders");
 
         StringBuilder literal = new StringBuilder();
@@ -222,10 +222,10 @@ class StackTemplateTest {
     @Test
     void fillingRefusesAPlaceholderTheStackDoesNotKnow() {
         IllegalStateException e = org.junit.jupiter.api.Assertions.assertThrows(IllegalStateException.class,
-                () -> Trellis2Stack.fill("{\"Resource\": \"${SomethingNew}\"}", Map.of("JobQueueArn", "x")));
+                () -> Workflow.fill("{\"Resource\": \"${SomethingNew}\"}", Map.of("JobQueueArn", "x")));
         assertTrue(e.getMessage().contains("SomethingNew"));
         assertEquals("{\"a\": \"arn:q\", \"b\": \"${...} prose\"}",
-                Trellis2Stack.fill("{\"a\": \"${JobQueueArn}\", \"b\": \"${...} prose\"}", Map.of("JobQueueArn", "arn:q")));
+                Workflow.fill("{\"a\": \"${JobQueueArn}\", \"b\": \"${...} prose\"}", Map.of("JobQueueArn", "arn:q")));
     }
 
     @Test

@@ -198,7 +198,8 @@ public final class Finalizer {
         mustMatch("training_steps", record.trainingSteps(), request.trainingSteps());
         if (record.learningRate() == null || record.learningRate().compareTo(request.learningRate()) != 0) {
             throw new BadRecord("the training job's adapter record says learning_rate "
-                    + (record.learningRate() == null ? "null" : record.learningRate().toPlainString()) + " where the request asked for " + request.learningRate().toPlainString());
+                    + (record.learningRate() == null ? "null" : record.learningRate().toPlainString())
+                    + " where the request asked for " + request.learningRate().toPlainString());
         }
         String folder = StorageLayout.adapter(requestId, d);
         String adapters = folder.substring(0, folder.lastIndexOf('/') + 1);
@@ -274,7 +275,10 @@ public final class Finalizer {
         webhooks.send(requestId, url.get(), message);
     }
 
-    /** requests/&lt;id&gt;/webhook.json {"url": ...}, written at submit when fal_webhook was given. */
+    /**
+     * requests/&lt;id&gt;/webhook.json {"url": ...}: written by the upload trigger for a sidecar's fal_webhook (submit
+     * refuses that field today).
+     */
     public static String webhookKey(String requestId) {
         return Keys.webhook(requestId);
     }

@@ -22,7 +22,7 @@ public final class Keys {
         return StorageLayout.requestPrefix(requestId) + "charge.json";
     }
 
-    /** {"url": ...}: where to POST on completion (fal_webhook); Finalize queues the webhook when it exists. */
+    /** {"url": ...}: where to POST on completion (an upload sidecar's fal_webhook); Finalize queues it when there. */
     public static String webhook(String requestId) {
         return StorageLayout.requestPrefix(requestId) + "webhook.json";
     }

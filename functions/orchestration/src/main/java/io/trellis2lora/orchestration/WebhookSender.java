@@ -14,8 +14,9 @@ import java.util.Locale;
 
 /**
  * Delivers one queued webhook: {@code {"url": ..., "body": {request_id, status: "OK"|"ERROR", payload, error}}} is
- * POSTed as JSON to the URL the user gave at submit ({@code fal_webhook}). The URL's addresses are checked against the
- * same policy as user archive URLs, so a webhook cannot reach the deployment's private network.
+ * POSTed as JSON to the URL the user gave ({@code fal_webhook} in an upload's sidecar; submit refuses it today). The
+ * URL's addresses are checked against the same policy as user archive URLs, so a webhook cannot reach the
+ * deployment's private network.
  */
 public final class WebhookSender {
     public record Delivery(boolean delivered, String detail) {

@@ -52,7 +52,7 @@ def test_a_sandboxed_command_reads_its_folder_writes_its_work_and_nothing_else(t
     server.bind(("127.0.0.1", 0))
     server.listen()
     try:
-        cmd = [sys.executable, "-m", "trellis2_worker.ingest.sandbox", "--read", str(asset_dir),
+        cmd = [sys.executable, str(SRC / "trellis2_worker/ingest/sandbox.py"), "--read", str(asset_dir),
                "--read", str(tmp_path / "probe.py"), "--write", str(work), "--", sys.executable,
                str(tmp_path / "probe.py"), str(asset_dir / "a.obj"), str(work), str(outside / "secret.txt"),
                str(server.getsockname()[1])]

@@ -96,8 +96,9 @@ def check_fbx_textures(path: Path, root: Path) -> list[str]:
 def contain(bpy, root: Path, warnings: list[str]) -> None:
     """After import, before anything reads pixels: every library and external file Blender holds must lie inside
     root. A missing outside file (an absolute path from the author's machine) is never read: an image is dropped,
-    anything else noted, with a warning; an outside file that exists, or any outside library, refuses the asset. Textures
-    past the side limit are refused from their headers (files or packed data), before Blender decodes them."""
+    anything else noted, with a warning; an outside file that exists, or any outside library, refuses the asset.
+    Textures past the side limit are refused from their headers (files or packed data), before Blender decodes
+    them."""
     for lib in bpy.data.libraries:
         path = bpy.path.abspath(lib.filepath)
         if not refs.inside(root, path):

@@ -15,7 +15,8 @@ are listed here with the importer's own normalisation, learnt from its source:
   tokeniser (signed `char`); backslashes are checked both as literal characters and as separators.
 - .blend: a library (another .blend) is read as the file opens, so a file holding a library block is refused here;
   its images, fonts, caches... are read later and are checked inside the Blender pass, as are FBX textures
-  (blender_pass.py), where Blender's own FBX parser and path list are at hand. Nothing outside `root` is ever opened here: a candidate is tested by its resolved path first.
+  (blender_pass.py), where Blender's own FBX parser and path list are at hand.
+Nothing outside `root` is ever opened here: a candidate is tested by its resolved path first.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Runs a command where it can read only what it needs, write only its work folder, and open no network connection.
 
-`python -m trellis2_worker.ingest.sandbox --read DIR... --write DIR... -- CMD...` applies the protections the kernel
-offers to itself, then execs CMD, which inherits them; a tiny process, so it is still single-threaded when it does
-(a new user namespace needs that, and Landlock binds the calling thread). Unprivileged, as in a Batch container:
+`python .../ingest/sandbox.py --read DIR... --write DIR... -- CMD...` (standard library only) applies the
+protections the kernel offers to itself, then execs CMD, which inherits them; a tiny process, so it is still
+single-threaded when it does (a new user namespace needs that, and Landlock binds the calling thread).
+Unprivileged, as in a Batch container:
 - filesystem: Landlock (Linux >= 5.13, ABI 1+): reads under the --read paths, everything under the --write paths;
   elsewhere nothing is opened, listed or created; of /proc only its own entries and the system-wide files (not the
   parent worker's environment).
@@ -68,7 +69,8 @@ def landlock_abi() -> int:
 def system_read_paths() -> list[str]:
     """What any Python + bpy process needs to read: the system's programs and libraries, this Python (its venv and
     the base install), the worker's code, the loader cache and time zone, its own /proc entries and /sys (CPU and
-    memory queries, GPU drivers); /dev (null, urandom, GPU devices) is also writable, without creating anything. Not /etc as a whole, /home, /root, /tmp or the outputs."""
+    memory queries, GPU drivers); /dev (null, urandom, GPU devices) is also writable, without creating anything.
+    Not /etc as a whole, /home, /root, /tmp or the outputs."""
     # /proc: this process only (it keeps its pid through exec) and the system-wide files, not other processes'.
     proc = [f"/proc/{os.getpid()}"] + [f"/proc/{n}" for n in ("cpuinfo", "meminfo", "stat", "sys", "driver",
                                                                  "filesystems", "loadavg", "version")]
@@ -181,7 +183,7 @@ def describe(report: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--" not in argv:
-        raise SystemExit("usage: python -m trellis2_worker.ingest.sandbox [--read P]... [--write P]... -- CMD...")
+        raise SystemExit("usage: python sandbox.py [--read P]... [--write P]... -- CMD...")
     split = argv.index("--")
     opts, cmd = argv[:split], argv[split + 1:]
     read, write = system_read_paths(), []

@@ -76,7 +76,8 @@ def assert_equal(name: str, got, want: torch.Tensor) -> None:
         got = got.to(torch.uint8)
     assert tuple(got.shape) == tuple(want.shape), f"{name}: shape {tuple(got.shape)}, expected {tuple(want.shape)}"
     mismatch = (got.to(torch.int64) != want.to(torch.int64))
-    assert not bool(mismatch.any()), f"{name}: {int(mismatch.any(dim=-1).sum()) if mismatch.dim() > 1 else int(mismatch.sum())} rows differ"
+    rows = mismatch.any(dim=-1) if mismatch.dim() > 1 else mismatch
+    assert not bool(rows.any()), f"{name}: {int(rows.sum())} of {len(rows)} rows differ"
 
 
 def read_case(name: str):
@@ -126,8 +127,8 @@ def check_mesh(d: Path, case: dict, inputs: dict, outputs: dict) -> None:
     assert_equal("faces", f, outputs["faces"])
     if "faces_split_none" in outputs:
         v2, f2 = flexible_dual_grid_to_mesh(coords, dual, inter, split_weight=None, **args)
-        assert_close("vertices_split_none", torch.from_numpy(v2), outputs.get("vertices_split_none", outputs["vertices"]),
-                     MESH_CASE_VERTEX_TOL)
+        want = outputs.get("vertices_split_none", outputs["vertices"])
+        assert_close("vertices_split_none", torch.from_numpy(v2), want, MESH_CASE_VERTEX_TOL)
         assert_equal("faces_split_none", f2, outputs["faces_split_none"])
 
 
@@ -223,7 +224,10 @@ def test_the_reference_run_is_reproduced(name):
         check_pipeline_end_to_end(name, case, outputs)
 
 
-@pytest.mark.parametrize("name", [n for n in CASES if kind_of(json.loads((ROOT / n / "case.json").read_text())) == "pipeline"])
+PIPELINE_CASES = [n for n in CASES if kind_of(json.loads((ROOT / n / "case.json").read_text())) == "pipeline"]
+
+
+@pytest.mark.parametrize("name", PIPELINE_CASES)
 def test_each_decoder_and_the_mesh_reproduce_the_reference_from_its_recorded_inputs(name):
     _, case, _, outputs = read_case(name)
     check_pipeline_stages(name, case, outputs)

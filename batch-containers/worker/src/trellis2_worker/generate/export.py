@@ -16,6 +16,10 @@ RASTER_CHUNK_TEXELS = 1 << 22  # candidate texels per rasterisation chunk (bound
 ATTR_LAYOUT = {"base_color": slice(0, 3), "metallic": slice(3, 4), "roughness": slice(4, 5), "alpha": slice(5, 6)}
 
 
+class EmptyMeshError(ValueError):
+    """Nothing of the mesh is left to export (no face survives the cleaning)."""
+
+
 @dataclass
 class GlbResult:
     data: bytes
@@ -144,7 +148,7 @@ def to_glb(vertices: np.ndarray, faces: np.ndarray, voxel_coords: np.ndarray, vo
     step("cleaning")
     v, f = clean_mesh(vertices, faces)
     if len(f) == 0:
-        raise ValueError("the generated mesh has no faces")
+        raise EmptyMeshError("the generated mesh has no faces that are not degenerate")
     step("simplifying")
     v, f = simplify(v, f, decimate)
     step("uv unwrapping")

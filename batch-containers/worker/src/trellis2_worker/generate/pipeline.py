@@ -183,7 +183,8 @@ class Trellis2Pipeline:
                         trace: dict | None = None) -> SparseTensor:
         flow = self.model(key)
         concat = shape_slat.replace((shape_slat.feats - self.norm["shape"]["mean"]) / self.norm["shape"]["std"])
-        noise = concat.replace(torch.randn(concat.coords.shape[0], flow.in_channels - concat.feats.shape[1]).to(self.device))
+        channels = flow.in_channels - concat.feats.shape[1]
+        noise = concat.replace(torch.randn(concat.coords.shape[0], channels).to(self.device))
         if trace is not None:
             trace["tex_noise"] = noise.feats
             trace["tex_concat_cond"] = concat.feats

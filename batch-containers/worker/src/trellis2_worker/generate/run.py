@@ -79,7 +79,7 @@ def generate(req: GenerateRequest) -> dict:
     from trellis2_worker.storage import open_input, upload_file, write_bytes
 
     from .adapters import AdapterRequest, adapters_applied, check_adapters
-    from .export import to_glb, vxz_attrs
+    from .export import EmptyMeshError, to_glb, vxz_attrs
     from .image import background_remover, load_image, preprocess
     from .pipeline import PIPELINE_TYPES, Trellis2Pipeline
 
@@ -149,11 +149,14 @@ def generate(req: GenerateRequest) -> dict:
         timings.update(gen.timings)
         clock[0] = time.perf_counter()
         say(f"mesh: {len(gen.vertices):,} vertices, {len(gen.faces):,} faces at {gen.resolution}; exporting")
-        if len(gen.faces) == 0:
+        if len(gen.faces) == 0:  # deterministic for this image and seed: retrying would not help
             raise InputError("the generated shape has no surface (no faces): try another seed or image")
-        glb = to_glb(gen.vertices, gen.faces, gen.voxel_coords, gen.voxel_attrs, gen.resolution,
-                     texture_size=req.texture_size, decimate=req.decimate,
-                     progress=lambda step: say(f"export: {step}"))
+        try:
+            glb = to_glb(gen.vertices, gen.faces, gen.voxel_coords, gen.voxel_attrs, gen.resolution,
+                         texture_size=req.texture_size, decimate=req.decimate,
+                         progress=lambda step: say(f"export: {step}"))
+        except EmptyMeshError as exc:  # deterministic for this image and seed: retrying would not help
+            raise InputError(f"{exc}: try another seed or image") from exc
         phase("export")
         write_bytes(req.output, glb.data)
         if req.vxz:

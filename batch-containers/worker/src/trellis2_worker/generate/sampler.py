@@ -108,8 +108,9 @@ def _item_std(x) -> torch.Tensor:
     if isinstance(x, SparseTensor):
         b = x.batch_index()
         n = torch.bincount(b, minlength=x.batch_size).to(x.feats.dtype)[:, None] * x.feats.shape[1]
-        s1 = torch.zeros(x.batch_size, 1, dtype=x.feats.dtype, device=x.device).index_add_(0, b, x.feats.sum(1, keepdim=True))
-        s2 = torch.zeros(x.batch_size, 1, dtype=x.feats.dtype, device=x.device).index_add_(0, b, (x.feats ** 2).sum(1, keepdim=True))
+        zeros = torch.zeros(x.batch_size, 1, dtype=x.feats.dtype, device=x.device)
+        s1 = zeros.index_add(0, b, x.feats.sum(1, keepdim=True))
+        s2 = zeros.index_add(0, b, (x.feats ** 2).sum(1, keepdim=True))
         mean = s1 / n
         return ((s2 / n - mean ** 2).clamp_min(0).sqrt())[b]
     return x.std(dim=list(range(1, x.ndim)), keepdim=True)

@@ -234,6 +234,13 @@ import shutil
 shutil.copy(secret, out + "/tex.png")
 tex.image.filepath = out + "/tex.png"
 bpy.ops.export_scene.fbx(filepath=out + "/inside_image.fbx", path_mode="RELATIVE", embed_textures=False)
+# A cube and a text whose font file lies outside (Blender's own fonts folder).
+bpy.ops.wm.read_factory_settings(use_empty=True)
+bpy.ops.mesh.primitive_cube_add()
+bpy.ops.object.text_add(location=(0, 0, 2))
+font = bpy.utils.system_resource("DATAFILES") + "/fonts/lastresort.woff2"
+bpy.context.object.data.font = bpy.data.fonts.load(font)
+bpy.ops.wm.save_as_mainfile(filepath=out + "/outside_font.blend", relative_remap=False)
 """
 
 
@@ -265,6 +272,7 @@ def test_a_blend_linking_a_library_is_refused_before_it_opens(built):
 @pytest.mark.parametrize("name, expected", [
     ("outside_image.blend", "image secret.png refers outside the archive"),
     ("outside_image.fbx", "FBX texture refers outside the archive"),
+    ("outside_font.blend", "the file refers outside the archive: "),  # any external path Blender holds
 ])
 def test_blend_and_fbx_images_outside_are_refused_in_the_sandboxed_pass(built, tmp_path, name, expected):
     from trellis2_worker.ingest import ingest

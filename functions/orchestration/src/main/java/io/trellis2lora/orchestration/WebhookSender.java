@@ -1,16 +1,15 @@
 package io.trellis2lora.orchestration;
 
 import com.fasterxml.jackson.databind.JsonNode;
+import io.trellis2lora.core.InputRefusedException;
 import io.trellis2lora.core.Json;
 import io.trellis2lora.core.net.AddressPolicy;
+import io.trellis2lora.core.net.SafeHttp;
 import java.io.IOException;
-import java.net.InetAddress;
 import java.net.URI;
-import java.net.http.HttpClient;
-import java.net.http.HttpRequest;
-import java.net.http.HttpResponse;
+import java.nio.charset.StandardCharsets;
 import java.time.Duration;
-import java.util.Locale;
+import org.apache.http.impl.conn.SystemDefaultDnsResolver;
 
 /**
  * Delivers one queued webhook: {@code {"url": ..., "body": {request_id, status: "OK"|"ERROR", payload, error}}} is
@@ -22,15 +21,15 @@ public final class WebhookSender {
     public record Delivery(boolean delivered, String detail) {
     }
 
-    private final HttpClient http;
-    private final AddressPolicy policy;
-    private final Duration timeout;
+    /** Resolves the host once, vets every address, and connects to those: no second lookup to rebind. */
+    private final SafeHttp http;
 
     public WebhookSender(AddressPolicy policy, Duration timeout) {
-        this.http = HttpClient.newBuilder().connectTimeout(timeout)
-                .followRedirects(HttpClient.Redirect.NEVER).build();
-        this.policy = policy;
-        this.timeout = timeout;
+        this(new SafeHttp(policy, null, "webhook", timeout, SystemDefaultDnsResolver.INSTANCE));
+    }
+
+    public WebhookSender(SafeHttp http) {
+        this.http = http;
     }
 
     public Delivery deliver(String messageBody) {
@@ -42,36 +41,20 @@ public final class WebhookSender {
         }
         String url = message.path("url").asText("");
         JsonNode body = message.path("body");
-        URI uri;
+        String host;
         try {
-            uri = URI.create(url);
+            host = URI.create(url).getHost();
         } catch (IllegalArgumentException e) {
             return new Delivery(false, "not a URL: " + url);
         }
-        String scheme = uri.getScheme() == null ? "" : uri.getScheme().toLowerCase(Locale.ROOT);
-        if (!scheme.equals("https") && !(scheme.equals("http") && policy.allowLoopback())) {
-            return new Delivery(false, "webhook URL must be https: " + url);
-        }
         try {
-            for (InetAddress a : InetAddress.getAllByName(uri.getHost())) {
-                String refusal = policy.refusal(a);
-                if (refusal != null) {
-                    return new Delivery(false, "webhook host " + uri.getHost() + " refused: " + refusal);
-                }
-            }
-            HttpResponse<String> response = http.send(HttpRequest.newBuilder(uri).timeout(timeout)
-                    .header("Content-Type", "application/json")
-                    .header("User-Agent", "trellis2-lora-webhook")
-                    .POST(HttpRequest.BodyPublishers.ofString(Json.write(body))).build(),
-                    HttpResponse.BodyHandlers.ofString());
-            int status = response.statusCode();
+            int status = http.post(url, "application/json", Json.write(body).getBytes(StandardCharsets.UTF_8));
             return status / 100 == 2 ? new Delivery(true, "HTTP " + status)
-                    : new Delivery(false, "HTTP " + status + " from " + uri.getHost());
+                    : new Delivery(false, "HTTP " + status + " from " + host);
+        } catch (InputRefusedException e) {
+            return new Delivery(false, e.getMessage());
         } catch (IOException e) {
-            return new Delivery(false, "cannot reach " + uri.getHost() + ": " + e.getMessage());
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            return new Delivery(false, "interrupted");
+            return new Delivery(false, "cannot reach " + host + ": " + e.getMessage());
         }
     }
 

@@ -1,7 +1,8 @@
 """The Blender pass for one asset, run in its own process (`python -m trellis2_worker.ingest.blender_pass ...`).
 
-Imports the file with bpy, normalises the scene the way the reference does (spec data §1.3), writes the mesh and PBR
-material dump (§1.4-1.5, in the npz/json/png layout of the ingest contract) and the 16 condition renders (§6).
+Imports the file with bpy, normalises the scene the way the reference does (docs/rendering.md#blender-scene-normalisation),
+writes the mesh and PBR material dump (docs/data-formats.md#dumps, in the npz/json/png layout of the ingest contract)
+and the 16 condition renders (docs/rendering.md).
 Its outcome goes to `--result` as JSON: `{"ok": true, counts...}` or `{"ok": false, "reason": "<one line>"}`.
 
 One process per asset because bpy keeps global state, leaks memory across files, and a bad file can crash or hang
@@ -214,7 +215,8 @@ def _scene_bbox(bpy):
 
 
 def normalize_scene(bpy) -> tuple[float, list[float]]:
-    """Scales and moves the scene so its (bound-box based) largest extent is 1, centred at the origin (§1.3)."""
+    """Scales and moves the scene so its (bound-box based) largest extent is 1, centred at the origin
+    (docs/rendering.md#blender-scene-normalisation)."""
     roots = [o for o in bpy.context.scene.objects if o.parent is None]
     if not roots:
         raise AssetError("the file holds no objects")
@@ -244,7 +246,8 @@ def normalize_scene(bpy) -> tuple[float, list[float]]:
 
 
 def dump_geometry(bpy, materials_index: dict) -> dict:
-    """All mesh objects (modifiers applied, world space, triangulated) concatenated without welding (§1.4, §2)."""
+    """All mesh objects (modifiers applied, world space, triangulated) concatenated without welding
+    (docs/data-formats.md#dumps)."""
     import bmesh
 
     depsgraph = bpy.context.evaluated_depsgraph_get()
@@ -332,7 +335,7 @@ def _ensure_node_material(mat) -> None:
 
 class _ImageWriter:
     """Writes texture channels as PNGs in the dump folder, in Blender's bottom-to-top row order (as the reference
-    stores them; consumers flip), with truncating float->uint8 conversion (§1.5)."""
+    stores them; consumers flip), with truncating float->uint8 conversion (docs/data-formats.md#dumps)."""
 
     def __init__(self, out_dir: Path):
         self.out_dir = out_dir
@@ -410,7 +413,7 @@ def _textured(link, want: str, writer: _ImageWriter, name: str):
 
 
 def dump_material(mat, index: int, writer: _ImageWriter, warnings: list[str]) -> dict:
-    """One material in the reference's dict format (§1.5). Where the reference gives up on the whole asset
+    """One material in the reference's dict format (docs/data-formats.md#dumps). Where the reference gives up on the whole asset
     (a node chain it does not know), this keeps the factor, drops that texture and records a warning."""
     pack = {
         "baseColorFactor": [1.0, 1.0, 1.0],

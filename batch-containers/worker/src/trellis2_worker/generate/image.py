@@ -77,7 +77,8 @@ def preprocess(img: Image.Image, remove_background: Callable[[Image.Image], Imag
 
 class BackgroundRemover:
     """BiRefNet-style segmentation (transformers' AutoModelForImageSegmentation with the model's own code), as the
-    reference's `rembg.BiRefNet`: 1024² ImageNet-normalised input, the last output's sigmoid as alpha."""
+    reference's `rembg.BiRefNet`: 1024² ImageNet-normalised input, the last output's sigmoid as alpha. Its
+    torchvision transforms are written out with PIL and numpy because torchvision is not a dependency here."""
 
     def __init__(self, source: str, device: str = "cpu", token: str | None = None):
         import torch

@@ -18,15 +18,14 @@ from typing import Iterable
 from trellis2_worker.dataset import layout
 from trellis2_worker.dataset.limits import MAX_UNCOMPRESSED_BYTES, member_cap
 from trellis2_worker.errors import InputError
+from trellis2_worker.ingest import rules
 
-# Raw 3D formats (and their usual side files) that mark an archive as raw assets rather than a dataset.
+# Raw 3D formats and their usual side files: none belongs inside a dataset (validation refuses them). Whether an
+# archive *is* raw assets or a dataset is the archive rules' answer (classify_names), the same as Java's inspection.
 RAW_ASSET_SUFFIXES = frozenset(
     ".glb .gltf .obj .mtl .fbx .stl .ply .blend .dae .3ds .abc .usd .usda .usdc .usdz .x3d .wrl .off .vrm".split()
 )
 PICKLE_SUFFIXES = frozenset(".pkl .pickle .pt .pth .ckpt .joblib .npy".split())
-# Harmless clutter from desktop zip tools; skipped, never read.
-IGNORED_PARTS = ("__MACOSX",)
-IGNORED_NAMES = (".DS_Store", "Thumbs.db")
 
 
 class Source:
@@ -97,7 +96,7 @@ class DirSource(Source):
             rel = p.relative_to(self._root).as_posix()
             if p.is_symlink():
                 raise InputError(f"dataset entry {rel} is a symbolic link; links are not allowed")
-            if p.is_file() and not _ignored(rel):
+            if p.is_file() and not rules.is_ignored(rel):
                 names.append(rel)
         prefix = _dataset_prefix(names)
         self._names = {n[len(prefix):]: n for n in names if n.startswith(prefix)}
@@ -126,11 +125,6 @@ def _kind(name: str) -> str:
     return name if name in (layout.INFO_FILE, layout.METADATA_FILE) else "dataset file"
 
 
-def _ignored(name: str) -> bool:
-    parts = name.split("/")
-    return any(p in IGNORED_PARTS for p in parts) or parts[-1] in IGNORED_NAMES
-
-
 def check_member_names(infos: Iterable[zipfile.ZipInfo]) -> list[str]:
     """File member names of a user zip, refusing path escapes, links and zip bombs (directories and clutter dropped)."""
     names, total = [], 0
@@ -142,7 +136,7 @@ def check_member_names(infos: Iterable[zipfile.ZipInfo]) -> list[str]:
             raise InputError(f"archive entry {name!r} escapes the archive (path contains '..')")
         if stat.S_ISLNK(info.external_attr >> 16):
             raise InputError(f"archive entry {name!r} is a symbolic link; links are not allowed")
-        if info.is_dir() or _ignored(name):
+        if info.is_dir() or rules.is_ignored(name):
             continue
         total += info.file_size
         if total > MAX_UNCOMPRESSED_BYTES:
@@ -165,13 +159,14 @@ def _dataset_prefix(names: list[str]) -> str:
 
 
 def classify_names(names: Iterable[str]) -> str:
-    """'dataset', 'raw' or 'mixed' from an archive's file names (no content read)."""
+    """'dataset', 'raw' or 'mixed' from an archive's file names (no content read), by the archive rules: a dataset has
+    its prepared_dataset.json at most `prepared_dataset_max_depth` parts deep, raw assets have a 3D object file."""
     has_dataset = has_raw = False
     for n in names:
-        parts = n.split("/")
-        if parts[-1] == layout.INFO_FILE or any(p in ("ss_latents", "shape_latents", "pbr_latents") for p in parts):
+        parts = rules.name_parts(n)
+        if parts and parts[-1] == rules.PREPARED_DATASET_FILE and len(parts) <= rules.PREPARED_DATASET_MAX_DEPTH:
             has_dataset = True
-        if posixpath.splitext(n)[1].lower() in RAW_ASSET_SUFFIXES:
+        if rules.object_format(n):
             has_raw = True
     if has_dataset and has_raw:
         return "mixed"

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from trellis2_worker.ingest.rules import PREPARED_DATASET_FILE
+
 FORMAT_VERSION = 1
 
 # Reference encoder checkpoint names; the latent directories are named after them (docs/data-formats.md#dataset-layout).
@@ -20,7 +22,7 @@ SS_LATENT_SHAPE = (8, 16, 16, 16)
 LATENT_DOWNSAMPLE = 16  # SC-VAE encoders: 4 stride-2 stages
 RESOLUTIONS = (512, 1024)
 
-INFO_FILE = "prepared_dataset.json"
+INFO_FILE = PREPARED_DATASET_FILE  # named by the archive rules: it is what marks an archive as a dataset
 METADATA_FILE = "metadata.csv"
 RENDERS_DIR = "renders_cond"
 TRANSFORMS_FILE = "transforms.json"

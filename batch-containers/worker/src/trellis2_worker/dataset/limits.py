@@ -7,10 +7,10 @@ lists the numbers with the reason for each.
 from __future__ import annotations
 
 from trellis2_worker.dataset.layout import INFO_FILE, LATENT_DOWNSAMPLE, METADATA_FILE, RESOLUTIONS
+from trellis2_worker.ingest import rules
 from trellis2_worker.render.cameras import NUM_COND_VIEWS
 
 MiB = 1 << 20
-GiB = 1 << 30
 
 # Condition views per object: no more than the renderer makes (the reference's 16).
 MAX_RENDERS = NUM_COND_VIEWS
@@ -22,12 +22,12 @@ MAX_OBJECTS = 10_000
 # Declared size of one member, checked before it is read: the largest real member is a 1024 latent at its token cap
 # (262,144 x 32 float32 = 32 MiB); a 1024² RGBA render is at most ~4 MiB.
 MAX_MEMBER_BYTES = 256 * MiB
-# prepared_dataset.json, as the Java inspection's MAX_PREPARED_JSON (a real one is ~200 bytes an object).
-MAX_INFO_BYTES = 64 * MiB
+# prepared_dataset.json: the archive rules' bound, which Java's inspection reads too (a real one is ~200 bytes an object).
+MAX_INFO_BYTES = rules.PREPARED_DATASET_MAX_BYTES
 # metadata.csv: parsed into Python rows, so tighter than a binary member (a real one is well under 1 KB an object).
 MAX_METADATA_BYTES = 16 * MiB
-# Whole archive once decompressed: refuse zip bombs before reading anything.
-MAX_UNCOMPRESSED_BYTES = 256 * GiB
+# Whole archive once decompressed, refused before reading anything: the archive rules' bound, as for raw archives.
+MAX_UNCOMPRESSED_BYTES = rules.MAX_UNCOMPRESSED_BYTES
 
 
 def member_cap(name: str) -> int:

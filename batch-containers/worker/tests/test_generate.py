@@ -125,13 +125,13 @@ def test_adapters_for_another_resolution_or_base_checkpoint_are_refused_naming_b
 
 
 @pytest.mark.parametrize("problem", ["no_adapter", "unknown_sampler_param", "opaque_image", "not_an_image",
-                                     "not_glb", "pipeline_type"])
+                                     "not_glb", "pipeline_type", "not_an_adapter"])
 def test_bad_requests_end_with_exit_2_and_one_line(trained, tmp_path, capsys, problem):
     render, adapter = trained
     image, out, extra = str(render), str(tmp_path / "o.glb"), ["--texture-lora", str(adapter)]
     expect = {"no_adapter": "--allow-base-only", "unknown_sampler_param": "guidance_scale",
               "opaque_image": "transparent", "not_an_image": "image", "not_glb": ".glb",
-              "pipeline_type": "1024_cascade"}[problem]
+              "pipeline_type": "1024_cascade", "not_an_adapter": "junk.safetensors"}[problem]
     if problem == "no_adapter":
         extra = []
     elif problem == "unknown_sampler_param":
@@ -142,6 +142,9 @@ def test_bad_requests_end_with_exit_2_and_one_line(trained, tmp_path, capsys, pr
     elif problem == "not_an_image":
         (tmp_path / "x.png").write_bytes(b"not a png")
         image = str(tmp_path / "x.png")
+    elif problem == "not_an_adapter":
+        (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 64)
+        extra = ["--texture-lora", str(tmp_path / "junk.safetensors")]
     elif problem == "not_glb":
         out = str(tmp_path / "o.obj")
     else:
@@ -150,6 +153,7 @@ def test_bad_requests_end_with_exit_2_and_one_line(trained, tmp_path, capsys, pr
     assert rc == 2, err[-1500:]
     last = err.strip().splitlines()[-1]  # after any progress lines
     assert last.startswith("trellis2-worker: ") and expect in last and "Traceback" not in err
+    assert "trellis2-generate-" not in last  # no internal (temporary) path
     assert not Path(out).exists()
 
 

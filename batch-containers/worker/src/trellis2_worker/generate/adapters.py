@@ -4,6 +4,7 @@ resolution, base checkpoint); every mismatch with the slot it is given in is ref
 from __future__ import annotations
 
 import math
+import urllib.parse
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,13 @@ class CheckedAdapter:
                 "base_checkpoint_sha256": self.base_checkpoint_sha256}
 
 
+def file_name(uri: str) -> str:
+    """The file name of a path or URI, without an https URI's query (presigned URLs carry signatures there)."""
+    if uri.startswith(("https://", "http://", "s3://")):
+        uri = urllib.parse.urlsplit(uri).path
+    return Path(uri.rstrip("/")).name or "adapter"
+
+
 def model_key(stage: str, pipeline_type: PipelineType) -> str:
     """The flow an adapter of `stage` goes on in this pipeline type (the cascade's low-resolution shape flow, and
     the 512 flows in the 1024 types, stay the base's)."""
@@ -49,14 +57,17 @@ def model_key(stage: str, pipeline_type: PipelineType) -> str:
 def check_adapter(request: AdapterRequest, path: Path, base, pipeline_type: PipelineType, resolution: int,
                   read_metadata) -> CheckedAdapter:
     slot = request.stage
-    name = Path(request.uri.rstrip("/")).name or request.uri
+    name = file_name(request.uri)
     scale = request.scale
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) \
             or abs(scale) > MAX_ABS_SCALE:
         raise InputError(f"the {slot} adapter's strength must be a number within ±{MAX_ABS_SCALE:g}, got {scale}")
     from trellis2_worker.formats import FORMAT
 
-    meta = read_metadata(path)
+    try:
+        meta = read_metadata(path)
+    except InputError:  # its message names the local (downloaded) path
+        raise InputError(f"{name} (given as the {slot} adapter) is not a safetensors file") from None
     if meta.get("format") != FORMAT:
         raise InputError(f"{name} (given as the {slot} adapter) is not a TRELLIS.2 LoRA adapter made by this "
                          f"trainer (header format {meta.get('format')!r})")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from trellis2_worker.errors import InputError
 
@@ -32,8 +32,12 @@ def load_image(path: str | Path) -> Image.Image:
             img.load()
     except InputError:
         raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InputError(f"the image cannot be read: {exc}") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InputError(f"the image is too large to decode safely ({exc})") from exc
+    except UnidentifiedImageError as exc:  # its message names the local (downloaded) path: not shown
+        raise InputError("the image is not in a format that can be read (PNG, JPEG, WebP, ...)") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise InputError(f"the image is damaged or truncated ({type(exc).__name__})") from exc
     if img.width < 1 or img.height < 1:
         raise InputError("the image is empty")
     if img.mode in ("LA", "PA", "La") or (img.mode == "P" and "transparency" in img.info):

@@ -241,3 +241,20 @@ def test_an_image_is_cropped_to_its_object_and_premultiplied():
     assert tuple(arr[65, 40]) == (78, 39, 15)  # premultiplied by its alpha 100/255
     with pytest.raises(InputError, match="transparent"):
         preprocess(Image.fromarray(img[:, :, :3], "RGB"))
+
+
+def test_sampler_overrides_parse_from_one_or_several_flags_and_unknown_names_are_refused():
+    from trellis2_worker.cli import build_parser
+    from trellis2_worker.errors import InputError
+    from trellis2_worker.generate.cli import parse_sampler_overrides
+
+    def parsed(*argv):
+        args = build_parser().parse_args(["generate", "--image", "i.png", "--output", "o.glb", *argv])
+        return parse_sampler_overrides(args.sampler)
+
+    want = {"shape": {"steps": 8}, "sparse_structure": {"guidance_interval": [0.5, 1.0]}}
+    assert parsed("--sampler", "shape.steps=8", "sparse_structure.guidance_interval=[0.5, 1.0]") == want
+    assert parsed("--sampler", "shape.steps=8", "--sampler", "sparse_structure.guidance_interval=[0.5, 1.0]") == want
+    for bad in ("geometry.steps=8", "shape.steps", "shape=8", "shape.steps=eight"):
+        with pytest.raises(InputError):
+            parsed("--sampler", bad)

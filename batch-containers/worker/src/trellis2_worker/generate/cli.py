@@ -37,7 +37,7 @@ def register(subparsers) -> None:
                    help="simplify the mesh to about this many faces (0: keep every face)")
     p.add_argument("--vxz", metavar="URI", help="also write the decoded O-Voxel (.vxz)")
     p.add_argument("--allow-base-only", action="store_true", help="generate with no adapter at all")
-    p.add_argument("--sampler", action="append", default=[], metavar="STAGE.PARAM=VALUE",
+    p.add_argument("--sampler", action="extend", nargs="+", default=[], metavar="STAGE.PARAM=VALUE",
                    help="override a pipeline.json sampler parameter, e.g. shape.steps=8 or "
                         "sparse_structure.guidance_interval=[0.5,1]; STAGE in sparse_structure|shape|texture; "
                         "VALUE is JSON")

@@ -75,9 +75,12 @@ record GenerateRequest(
             throw new InputRefusedException("unknown field '" + e.getPropertyName() + "' in " + requestFile.getFileName()
                     + " (known: " + String.join(", ", FIELDS) + ")");
         } catch (JsonMappingException e) {
+            if (Json.trailing(e)) {
+                throw new InputRefusedException(requestFile.getFileName() + " is not valid JSON: " + Json.problem(e));
+            }
             throw new InputRefusedException(fieldPath(e) + " has the wrong type: " + expected(e));
         } catch (JsonProcessingException e) {
-            throw new InputRefusedException(requestFile.getFileName() + " is not valid JSON: " + e.getOriginalMessage());
+            throw new InputRefusedException(requestFile.getFileName() + " is not valid JSON: " + Json.problem(e));
         }
         if (r == null) {
             throw new InputRefusedException(requestFile.getFileName() + " must be a JSON object");

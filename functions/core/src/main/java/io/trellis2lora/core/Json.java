@@ -33,7 +33,7 @@ public final class Json {
      */
     public static String problem(JsonProcessingException e) {
         String what = e.getOriginalMessage() == null ? "unreadable" : e.getOriginalMessage();
-        if (what.startsWith("Trailing token")) {
+        if (trailing(e)) {
             what = "more follows the JSON value (send exactly one JSON document)";
         } else {
             int nl = what.indexOf('\n');
@@ -42,6 +42,11 @@ public final class Json {
         JsonLocation at = e.getLocation();
         return at == null || at.getLineNr() < 0 ? what
                 : what + " at line " + at.getLineNr() + ", column " + at.getColumnNr();
+    }
+
+    /** True when the document parsed but more followed it (FAIL_ON_TRAILING_TOKENS). */
+    public static boolean trailing(JsonProcessingException e) {
+        return e.getOriginalMessage() != null && e.getOriginalMessage().startsWith("Trailing token");
     }
 
     public static String write(Object value) {

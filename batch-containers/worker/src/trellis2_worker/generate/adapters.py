@@ -43,7 +43,7 @@ def file_name(uri: str) -> str:
     """The file name of a path or URI, without an https URI's query (presigned URLs carry signatures there)."""
     if uri.startswith(("https://", "http://", "s3://")):
         uri = urllib.parse.urlsplit(uri).path
-    return Path(uri.rstrip("/")).name or "adapter"
+    return Path(uri.rstrip("/")).name or "the file"
 
 
 def model_key(stage: str, pipeline_type: PipelineType) -> str:

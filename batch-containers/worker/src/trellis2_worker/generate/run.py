@@ -78,9 +78,9 @@ def generate(req: GenerateRequest) -> dict:
     from trellis2_worker.ovoxel import write_vxz
     from trellis2_worker.storage import open_input, upload_file, write_bytes
 
-    from .adapters import AdapterRequest, adapters_applied, check_adapters
+    from .adapters import AdapterRequest, adapters_applied, check_adapters, file_name
     from .export import EmptyMeshError, to_glb, vxz_attrs
-    from .image import background_remover, load_image, preprocess
+    from .image import background_remover, has_transparency, load_image, preprocess
     from .pipeline import PIPELINE_TYPES, Trellis2Pipeline
 
     timings: dict[str, float] = {}
@@ -107,9 +107,9 @@ def generate(req: GenerateRequest) -> dict:
             if uri not in fetched:
                 local = Path(open_input(uri, work / f"in{len(fetched)}", max_bytes=limit))
                 if not local.is_file():
-                    raise InputError(f"not a file: {uri}")
+                    raise InputError(f"not a file: {file_name(uri)}")
                 if local.stat().st_size > limit:
-                    raise InputError(f"{uri} is larger than the {limit // (1024 * 1024)} MB limit")
+                    raise InputError(f"{file_name(uri)} is larger than the {limit // (1024 * 1024)} MB limit")
                 fetched[uri] = local
             return fetched[uri]
 
@@ -123,8 +123,6 @@ def generate(req: GenerateRequest) -> dict:
 
         image = load_image(fetch(req.image, MAX_IMAGE_BYTES))
         remover = None
-        from .image import has_transparency
-
         if not has_transparency(image):
             remover = background_remover(base, str(device))
         prepared = preprocess(image, remover)

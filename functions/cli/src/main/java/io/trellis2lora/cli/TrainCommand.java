@@ -45,8 +45,9 @@ final class TrainCommand implements Command {
         if (a.has("--render-size")) {
             preprocessOptions.addAll(List.of("--render-size", a.options.get("--render-size")));
         }
-        LocalRunner runner = new LocalRunner(dir, a.options.get("--base"), worker,
-                new Progress(out, a.has("--verbose") || a.has("-v"))).preprocessOptions(preprocessOptions);
+        Progress progress = new Progress(out, a.has("--verbose") || a.has("-v"));
+        LocalRunner runner = new LocalRunner(dir, a.options.get("--base"), worker, progress)
+                .preprocessOptions(preprocessOptions);
         String requestId;
         try {
             requestId = runner.submit(request);
@@ -87,7 +88,9 @@ final class TrainCommand implements Command {
                 return 130;
             }
             if (result != null) {
-                report(LocalRunner.readJson(result), result, out);
+                JsonNode json = LocalRunner.readJson(result);
+                progress.summary(json);
+                report(json, result, out);
             }
             if (status != Execution.Status.SUCCEEDED) {
                 err.println("request failed: " + execution.error() + ": " + execution.cause());

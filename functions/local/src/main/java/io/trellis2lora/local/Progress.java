@@ -1,6 +1,9 @@
 package io.trellis2lora.local;
 
+import com.fasterxml.jackson.databind.JsonNode;
+import io.trellis2lora.core.Json;
 import io.trellis2lora.local.asl.AslError;
+import java.io.IOException;
 import io.trellis2lora.local.asl.ExecutionListener;
 import java.io.PrintStream;
 import java.time.Duration;
@@ -51,9 +54,81 @@ public final class Progress implements ExecutionListener {
         line(who(label, state) + " retrying in " + delayMillis / 1000 + " s after " + error.error());
     }
 
+    /** The failure, how long the state ran, and the cause's last informative line; no "done" line follows it. */
     @Override
     public void caught(String label, String state, AslError error, String next) {
-        line(who(label, state) + " failed (" + error.error() + "), continuing with " + next);
+        Instant t = entered.remove(label + "/" + state);
+        String after = t == null ? "" : " after " + Duration.between(t, Instant.now()).toSeconds() + " s";
+        String why = causeLine(error.cause());
+        line(who(label, state) + " FAILED" + after + " (" + error.error() + (why.isEmpty() ? "" : ": " + why)
+                + "), continuing with " + next);
+    }
+
+    /** A Batch job's cause is its job description: the last line of its log tail says what went wrong. */
+    static String causeLine(String cause) {
+        if (cause == null || cause.isBlank()) {
+            return "";
+        }
+        String text = cause.strip();
+        try {
+            JsonNode job = Json.MAPPER.readTree(text);
+            JsonNode container = job.path("Container");
+            String[] tail = container.path("LogTail").asText("").strip().split("\n");
+            text = !tail[tail.length - 1].isBlank() ? tail[tail.length - 1]
+                    : container.path("Reason").asText(job.path("StatusReason").asText(text));
+        } catch (IOException | RuntimeException notJson) {
+            // a plain-text cause: used as it is
+        }
+        text = text.lines().map(String::strip).filter(l -> !l.isEmpty()).reduce((a, b) -> b).orElse("");
+        return text.length() > 240 ? text.substring(0, 237) + "..." : text;
+    }
+
+    /**
+     * The end of a run: per adapter, the training loss first to last and the flow loss base → adapted on the objects
+     * it trained on and on those held out (the record's {@code metrics}), or why a stage failed.
+     */
+    public void summary(JsonNode result) {
+        for (JsonNode a : result.path("adapters")) {
+            JsonNode m = a.path("metrics");
+            String name = a.path("denoiser").asText();
+            StringBuilder b = new StringBuilder(name + ":");
+            if (m.has("train_loss_first")) {
+                b.append(String.format(" training loss %.4f -> %.4f", m.path("train_loss_first").asDouble(),
+                        m.path("train_loss_last").asDouble()));
+            }
+            line(b.toString());
+            pair(name, "fixed-noise flow loss on the training objects", m.path("train_objects_flow_loss"));
+            pair(name, "fixed-noise flow loss on the held-out objects", m.path("held_out").path("flow_loss"));
+            JsonNode gen = m.path("held_out").path("generation").path("mean");
+            for (var it = gen.path("base").fields(); it.hasNext(); ) {
+                var e = it.next();
+                JsonNode adapted = gen.path("adapted").path(e.getKey());
+                if (e.getValue().isNumber() && adapted.isNumber()) {
+                    line(String.format("  %s held-out generations %s, base -> adapted: %.4f -> %.4f", name,
+                            e.getKey(), e.getValue().asDouble(), adapted.asDouble()));
+                }
+            }
+            for (String note : new String[] {"held_out_note", "evaluation_note", "evaluation_error"}) {
+                if (m.hasNonNull(note)) {
+                    line("  " + name + ": " + m.get(note).asText());
+                }
+            }
+            if (m.path("held_out").hasNonNull("generation_error")) {
+                line("  " + name + ": held-out generations failed: " + m.path("held_out").get("generation_error").asText());
+            }
+        }
+        for (JsonNode f : result.path("failed")) {
+            line(f.path("denoiser").asText() + ": FAILED: " + f.path("error").asText());
+        }
+    }
+
+    private void pair(String name, String what, JsonNode p) {
+        if (p.has("base") && p.has("adapted")) {
+            double base = p.path("base").asDouble();
+            double adapted = p.path("adapted").asDouble();
+            line(String.format("  %s %s (%d), base -> adapted: %.4f -> %.4f (%+.1f%%)", name, what,
+                    p.path("objects").asInt(), base, adapted, base == 0 ? 0 : 100 * (adapted - base) / base));
+        }
     }
 
     private final Map<String, Instant> lastProgress = new ConcurrentHashMap<>();
@@ -76,6 +151,6 @@ public final class Progress implements ExecutionListener {
     /** Pass and Choice states are bookkeeping; the phases a user cares about are the tasks and the Map. */
     private static boolean isPhase(String state) {
         return !state.equals("Init") && !state.equals("PreprocessOrCached") && !state.equals("Outcome")
-                && !state.startsWith("Stage") && !state.startsWith("Request");
+                && !state.startsWith("Stage") && !state.startsWith("Request");  // StageFailed records a failure
     }
 }

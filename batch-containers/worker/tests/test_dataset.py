@@ -106,7 +106,21 @@ def test_zip_holds_exactly_the_dataset_files(tmp_path):
         f"renders_cond/{sha}/transforms.json",
     }
     info = json.loads(zipfile.ZipFile(out).read("prepared_dataset.json"))
-    assert info["format_version"] == 1 and info["objects"][0]["shape_tokens"] == 40 and info["created_at"]
+    assert info["format_version"] == 1 and info["objects"][0]["shape_tokens"] == 40
+    assert "created_at" not in info  # run details go to the report, never into the dataset
+
+
+def test_the_same_objects_give_the_same_bytes_on_another_day(tmp_path, monkeypatch):
+    import time
+
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    first, _ = build(tmp_path / "a")
+    later = time.time() + 86400 + 7
+    monkeypatch.setattr(time, "time", lambda: later)  # zip members (numpy's npz ones too) are dated from time.time
+    second, _ = build(tmp_path / "b")
+    assert first.read_bytes() == second.read_bytes()
+    with zipfile.ZipFile(first) as zf, zipfile.ZipFile(zf.open(zf.namelist()[-2])) as npz:
+        assert {i.date_time for i in npz.infolist()} == {(2020, 1, 1, 0, 0, 0)}
 
 
 def test_valid_dataset_passes(tmp_path):

@@ -67,7 +67,8 @@ def box_expectations(d: float, taus=(0.01, 0.02)) -> dict:
     By symmetry both directions agree; take A's six unit faces:
     - x=0: B's face x=d is straight ahead, distance d.
     - x=1 (inside B): the nearest of B's faces x=1+d, y=0|1, z=0|1, i.e. min(d, m) with m = min(y,1-y,z,1-z);
-      P(m > t) = (1-2t)², so E[min(d,m)] = ∫₀ᵈ(1-2t)²dt = (1-(1-2d)³)/6 and E[min(d,m)²] = ∫₀ᵈ2t(1-2t)²dt
+      P(m > t) = (1-2t)², so E[min(d,m)] = ∫₀ᵈ(1-2t)²dt = (1-(1-2d)³)/6 and
+      E[min(d,m)²] = ∫₀ᵈ2t(1-2t)²dt
       = d² - 8d³/3 + 2d⁴, and P(min(d,m) < τ) = 1-(1-2τ)² for τ < d.
     - y=0|1, z=0|1: B covers x ≥ d (distance 0); for x < d the distance is d-x: mean d²/2, mean square d³/3, and the
       part within τ is 1-d+τ.

@@ -13,6 +13,8 @@ from trellis2_worker.dataset import layout
 
 # Already-compressed members are stored; text is deflated.
 _STORED = (".npz", ".png")
+# Every zip member's date: a fixed one, so that the same content gives the same bytes.
+ZIP_EPOCH = (2020, 1, 1, 0, 0, 0)
 
 
 def write_dataset_zip(root: str | Path, out: str | Path) -> Path:
@@ -24,7 +26,7 @@ def write_dataset_zip(root: str | Path, out: str | Path) -> Path:
     tmp = out.with_name(out.name + ".partial")
     with zipfile.ZipFile(tmp, "w") as zf:
         for name in names:
-            zi = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+            zi = zipfile.ZipInfo(name, date_time=ZIP_EPOCH)
             zi.compress_type = zipfile.ZIP_STORED if name.endswith(_STORED) else zipfile.ZIP_DEFLATED
             zi.external_attr = 0o644 << 16
             with open(root / name, "rb") as f:
@@ -68,11 +70,17 @@ def save_sparse_latent(path: str | Path, feats: np.ndarray, coords: np.ndarray) 
 
 
 def _savez_atomic(path, **arrays) -> None:
+    """`np.savez_compressed`'s layout, but each member dated ZIP_EPOCH: numpy stamps them with the time of writing,
+    so the same latents would give other bytes on every run."""
     # Written beside and renamed, so a crash never leaves a truncated file that a rerun would take as done.
     path = Path(path)
     tmp = path.with_name(path.name + ".partial")
-    with open(tmp, "wb") as f:
-        np.savez_compressed(f, **arrays)
+    with zipfile.ZipFile(tmp, "w") as zf:
+        for key, value in arrays.items():
+            zi = zipfile.ZipInfo(key + ".npy", date_time=ZIP_EPOCH)
+            zi.compress_type = zipfile.ZIP_DEFLATED
+            with zf.open(zi, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
     tmp.replace(path)
 
 
@@ -93,7 +101,6 @@ class DatasetStager:
             "encoders": dict(encoders),
             "objects": [],
             "tool_version": tool_version,
-            "created_at": None,
         }
         self.rows: list[dict] = []
 
@@ -132,12 +139,10 @@ class DatasetStager:
         )
         return entry
 
-    def finish(self, out_zip, created_at: str | None = None) -> dict:
-        import datetime
-
+    def finish(self, out_zip) -> dict:
+        # No date or run detail in the dataset (those go to the run's report): the same objects give the same bytes.
         if not self.info["objects"]:
             raise ValueError("no objects to write")
-        self.info["created_at"] = created_at or datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         (self.root / layout.INFO_FILE).write_text(json.dumps(self.info, indent=2) + "\n")
         write_metadata_csv(self.root / layout.METADATA_FILE, self.rows)
         write_dataset_zip(self.root, out_zip)

@@ -1,4 +1,5 @@
-"""Evaluation: how close a generation is to its ground truth (geometry and appearance metrics).
+"""Evaluation: how close a generation is to its ground truth (geometry and appearance metrics), pictures of it, and
+the base-vs-adapter generations of a training run's held-out objects.
 
 - `mesh_metrics(pred, gt, samples=100_000, thresholds=(0.01, 0.02), seed=0) -> {"chamfer_l1", "chamfer_l2",
   "fscore": {"0.01", "0.02"}, "normal_consistency", "samples"}`: meshes as trimesh.Trimesh or (vertices, faces),
@@ -7,6 +8,9 @@
 - `occupancy_iou(pred, gt)`, `coords_to_occupancy(coords, resolution)`: the sparse-structure stage's IoU.
 - `psnr(pred, target, peak=1.0, mask=None)`, `voxel_psnr(pred_coords, pred_values, gt_coords, gt_values,
   peak=255.0) -> (dB, matched)`: the texture stage's renders and attribute voxels.
+- `render_mesh(vertices, faces, ...)`, `render_occupancy(grid, ...)`, `preview_panel(rows) -> PNG bytes` (preview.py).
+- `GenerationEval`, `HeldOutObject`, `evaluate_generations(...)` (held_out.py): what a training job runs on its
+  held-out objects after saving the adapter; imported on first use (it needs torch and the generation pipeline).
 - `DEFAULT_SAMPLES`, `FSCORE_THRESHOLDS`, `MESH_SUFFIXES`.
 The `evaluate` command (cli.py) runs `mesh_metrics` on two files.
 """
@@ -22,15 +26,33 @@ from .metrics import (
     psnr,
     voxel_psnr,
 )
+from .preview import preview_panel, render_mesh, render_occupancy
+
+_LAZY = {"GenerationEval", "HeldOutObject", "evaluate_generations"}
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from . import held_out
+
+    return getattr(held_out, name)
+
 
 __all__ = [
     "DEFAULT_SAMPLES",
     "FSCORE_THRESHOLDS",
+    "GenerationEval",
+    "HeldOutObject",
     "MESH_SUFFIXES",
     "coords_to_occupancy",
+    "evaluate_generations",
     "load_mesh",
     "mesh_metrics",
     "occupancy_iou",
+    "preview_panel",
     "psnr",
+    "render_mesh",
+    "render_occupancy",
     "voxel_psnr",
 ]

@@ -509,7 +509,7 @@ def dump_material(mat, index: int, writer: _ImageWriter, warnings: list[str]) ->
 DENOISE_MODES = ("accurate", "fast", "off")
 
 
-def _setup_render(bpy, size: int, samples: int, threads: int, denoise: str = "accurate") -> None:
+def _setup_render(bpy, size: int, samples: int, threads: int, denoise: str = "accurate", seed: int = 0) -> None:
     scene = bpy.context.scene
     scene.render.engine = "CYCLES"
     scene.cycles.device = "CPU"
@@ -542,6 +542,28 @@ def _setup_render(bpy, size: int, samples: int, threads: int, denoise: str = "ac
     if threads > 0:
         scene.render.threads_mode = "FIXED"
         scene.render.threads = threads
+    # A .blend brings its own settings: a frame-animated sampling seed would make the noise depend on its frame.
+    scene.cycles.use_animated_seed = False
+    scene.cycles.seed = seed % 2**31
+
+
+# Text and time chunks: Blender writes the render date and Cycles' render times there (even with every stamp
+# option off), so two renders of the same pixels differ in bytes.
+_PNG_DROP = {b"tEXt", b"zTXt", b"iTXt", b"tIME"}
+
+
+def _strip_png_text(path: Path) -> None:
+    """Rewrite a PNG without its text/time chunks, pixels untouched. By hand: re-saving with Pillow would
+    re-encode the image and tie its bytes to Pillow's zlib; this only drops whole chunks."""
+    data = path.read_bytes()
+    out, pos = [data[:8]], 8
+    while pos + 8 <= len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        end = pos + 12 + length
+        if data[pos + 4:pos + 8] not in _PNG_DROP:
+            out.append(data[pos:end])
+        pos = end
+    path.write_bytes(b"".join(out))
 
 
 def _try_gpu(bpy, scene) -> None:
@@ -589,7 +611,7 @@ def render_views(bpy, out_dir: Path, views: list[dict], seed: int, scale: float,
     for obj in [o for o in bpy.context.scene.objects if o.type in ("LIGHT", "CAMERA")]:
         bpy.data.objects.remove(obj, do_unlink=True)
     _unlink_missing_images(bpy)
-    _setup_render(bpy, size, samples, threads, denoise)
+    _setup_render(bpy, size, samples, threads, denoise, seed)
     scene = bpy.context.scene
 
     world = bpy.data.worlds.new("CondWorld")
@@ -634,6 +656,7 @@ def render_views(bpy, out_dir: Path, views: list[dict], seed: int, scale: float,
         name = f"{i:03d}.png"
         scene.render.filepath = str(out_dir / name)
         bpy.ops.render.render(write_still=True)
+        _strip_png_text(out_dir / name)
         matrix = camera.matrix_world.normalized()
         frames.append(
             {"file_path": name, "camera_angle_x": view["fov"], "transform_matrix": [list(r) for r in matrix]}

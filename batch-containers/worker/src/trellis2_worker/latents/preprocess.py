@@ -8,6 +8,7 @@ after a crash only redoes what is missing.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import logging
@@ -203,6 +204,8 @@ def preprocess(
             report = _preprocess_raw(local, resolution, base, output_uri, render_size, workers, cache_dir, work)
         report["output"] = output_uri
         report["seconds"] = round(time.perf_counter() - t_start, 3)
+        # run details live here, never in the dataset (its bytes depend only on its objects)
+        report["created_at"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         return report
     finally:
         if own_work:

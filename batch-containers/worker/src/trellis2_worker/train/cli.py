@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 
+from trellis2_worker.evaluate.metrics import DEFAULT_SAMPLES
 from trellis2_worker.train.ema import DEFAULT_EMA_DECAY
 from trellis2_worker.train.recipe import BATCH_SIZE, RESOLUTIONS, STAGES
+from trellis2_worker.train.request import EVAL_OBJECTS
 from trellis2_worker.train.split import HELD_OUT_FRACTION, MIN_OBJECTS_TO_HOLD_OUT
 
 
@@ -39,9 +41,11 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
     p.add_argument("--no-gradient-checkpointing", dest="gradient_checkpointing", action="store_false")
-    p.add_argument("--eval-objects", type=int, default=16,
-                   help="objects per evaluated set (training objects, held-out objects) after training; "
-                        "0 turns the evaluation off")
+    p.add_argument("--eval-objects", type=int, default=EVAL_OBJECTS,
+                   help="objects per evaluated set after training (training objects for the fixed-noise loss; "
+                        "held-out objects for it and for base-vs-adapter generations); 0 turns the evaluation off")
+    p.add_argument("--eval-samples", type=int, default=DEFAULT_SAMPLES,
+                   help="surface samples per mesh in the geometry stage's Chamfer distance and F-score")
     p.add_argument("--held-out-fraction", type=float, default=HELD_OUT_FRACTION,
                    help=f"share of the dataset's objects never trained on, chosen by content hash and rounded up "
                         f"(default {HELD_OUT_FRACTION}; none when the dataset has fewer than "
@@ -68,5 +72,5 @@ def run(args: argparse.Namespace) -> dict:
             base=args.base, batch_size=args.batch_size, max_tokens_per_micro_batch=args.max_tokens_per_micro_batch,
             checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device,
             gradient_checkpointing=args.gradient_checkpointing, eval_objects=args.eval_objects,
-            held_out_fraction=args.held_out_fraction, ema_decay=args.ema_decay,
+            held_out_fraction=args.held_out_fraction, ema_decay=args.ema_decay, eval_samples=args.eval_samples,
             condition_cache_gb=args.condition_cache_gb, progress=args.progress))

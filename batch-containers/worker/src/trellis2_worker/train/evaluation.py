@@ -18,6 +18,7 @@ from trellis2_worker.train.condition import Conditioner
 from trellis2_worker.train.data import TrainObject, load_objects
 from trellis2_worker.train.denoise import Denoise, pick_device
 from trellis2_worker.train.recipe import STAGES
+from trellis2_worker.train.request import EVAL_OBJECTS
 from trellis2_worker.train.split import HELD_OUT_FRACTION, held_out_split
 
 EVAL_T_GRID = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -89,7 +90,7 @@ def evaluation_metrics(losses: dict, ema_decay: float = 0.0) -> dict:
 
 
 def evaluate_adapter(adapter: str | Path, dataset: str | Path, base, device: str | None = None,
-                     eval_objects: int = 16, held_out_fraction: float = HELD_OUT_FRACTION) -> dict:
+                     eval_objects: int = EVAL_OBJECTS, held_out_fraction: float = HELD_OUT_FRACTION) -> dict:
     """Recomputes an adapter's flow-loss metrics from the saved file (and the run's split of the dataset): what the
     record says they should be, `train_objects_flow_loss` and `held_out`."""
     from trellis2_worker.dataset import open_dataset

@@ -6,10 +6,12 @@ import math
 from dataclasses import dataclass, field
 
 from trellis2_worker.errors import InputError, WorkerError
+from trellis2_worker.evaluate.metrics import DEFAULT_SAMPLES
 from trellis2_worker.train.recipe import BATCH_SIZE, RESOLUTIONS, STAGES, Stage
 from trellis2_worker.train.split import HELD_OUT_FRACTION, MAX_HELD_OUT_FRACTION
 
 DEFAULT_BASE = "microsoft/TRELLIS.2-4B"
+EVAL_OBJECTS = 4  # per evaluated set: generations on CPU take minutes per object, on a GPU tens of seconds
 
 
 class TrainingDiverged(InputError):
@@ -38,7 +40,8 @@ class TrainRequest:
     seed: int = 0
     device: str | None = None
     gradient_checkpointing: bool = True
-    eval_objects: int = 16  # objects per evaluated set (training objects, held-out objects); 0: no evaluation
+    eval_objects: int = EVAL_OBJECTS  # objects per evaluated set (training, held-out); 0: no evaluation
+    eval_samples: int = DEFAULT_SAMPLES  # surface samples per mesh for the geometry stage's Chamfer and F-score
     held_out_fraction: float = HELD_OUT_FRACTION
     ema_decay: float = 0.0  # 0: no EMA (ema.py says why it is off by default and what the decay means)
     condition_cache_gb: float = 4.0
@@ -57,6 +60,8 @@ class TrainRequest:
             raise InputError("learning-rate must be a positive number")
         if int(self.eval_objects) < 0:
             raise InputError("eval-objects must be 0 (no evaluation) or more")
+        if int(self.eval_samples) < 1:
+            raise InputError("eval-samples must be at least 1")
         if not 0 <= self.held_out_fraction <= MAX_HELD_OUT_FRACTION:  # also refuses NaN
             raise InputError(f"held-out-fraction must be from 0 to {MAX_HELD_OUT_FRACTION}, "
                              f"got {self.held_out_fraction}")

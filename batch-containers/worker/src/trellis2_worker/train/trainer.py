@@ -9,6 +9,7 @@ that was never stopped.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -151,6 +152,9 @@ def train(req: TrainRequest, base=None, on_step=None) -> dict:
             metadata = adapter_metadata(req, key, base.model_id, base_sha, dataset_sha)
             files = write_adapters(req, peft_model, metadata, workdir / "out", ema)
             evaluation = _evaluate(run, {TRAIN_SET: objects, HELD_OUT_SET: held_out})
+            generation = _evaluate_generations(run, base, ds, held_out, key, files, workdir / "out")
+            if generation:
+                evaluation.setdefault("held_out", {}).update(generation)
 
         metrics = {**evaluation, **training_metrics(run.log, len(objects), len(skipped)), **split.as_record()}
         written = write_record(req, files, run.log, metrics, workdir / "out")
@@ -187,6 +191,56 @@ def _evaluate(run: Run, sets: dict[str, list[TrainObject]]) -> dict:
         return {"evaluation_error": message}
 
 
+def _evaluate_generations(run: Run, base, ds, held_out: list[TrainObject], flow_key: str, files: dict,
+                          out_dir: Path) -> dict:
+    """Base-vs-adapter generations of the held-out objects (evaluate/held_out.py), for the record's `held_out`
+    (`generation`, or `generation_error`), and the preview panel beside the adapter (`files["preview_file"]`);
+    never raises (the adapter is already saved)."""
+    req = run.req
+    if not req.eval_objects or not held_out:
+        return {}
+    # The evaluate package sits after train in the stage order; the generation pipeline it drives is only needed
+    # here, once training is over, so it is imported late.
+    from trellis2_worker import storage
+    from trellis2_worker.evaluate.held_out import GenerationEval, HeldOutObject, evaluate_generations
+    from trellis2_worker.train.condition import prepare_view
+    from trellis2_worker.train.request import sibling
+
+    peft_model = run.peft_model
+    variants = {"base": peft_model.disable_adapter, "adapted": contextlib.nullcontext}
+    if run.ema is not None:
+        variants["ema"] = run.ema.applied
+    try:
+        device = run.denoise.device
+        objs = []
+        for o in held_out[:req.eval_objects]:
+            image = ds.render(o.sha256, 0)
+            feats = {size: run.conditioner.encoder(prepare_view(image, size)[None], image_size=size).float()
+                     for size in {512, run.stage.image_size(req.resolution)}}
+            objs.append(HeldOutObject(o.sha256, feats[run.stage.image_size(req.resolution)], feats[512], image))
+        ev = GenerationEval(req.denoiser, req.resolution, flow_key, variants, samples=req.eval_samples)
+        was_training = peft_model.training
+        peft_model.eval()
+        ctx = torch.autocast("cuda", dtype=torch.bfloat16) if run.denoise.autocast else contextlib.nullcontext()
+        try:
+            with ctx:
+                metrics, png = evaluate_generations(ev, base, device, objs, ds, {flow_key: peft_model})
+        finally:
+            peft_model.train(was_training)
+        if png is not None:
+            uri = sibling(req.output, ".preview.png")
+            path = out_dir / Path(uri).name
+            path.write_bytes(png)
+            storage.upload_file(path, uri)
+            files["preview_file"] = {"url": uri, "content_type": "image/png", "file_name": path.name,
+                                     "file_size": path.stat().st_size}
+        return {"generation": metrics}
+    except Exception as exc:  # noqa: BLE001 - a failed measurement must not lose the adapter that was trained
+        message = f"{type(exc).__name__}: {one_line(exc)}"
+        print(f"train: the held-out generations failed, the adapter is kept: {message}", file=sys.stderr)
+        return {"generation_error": message}
+
+
 def _print_metrics(denoiser: str, m: dict) -> None:
     """The run's verdict on the console: base → adapted on the training objects and on the held-out ones."""
     def line(prefix: str, part: dict) -> str:
@@ -202,9 +256,19 @@ def _print_metrics(denoiser: str, m: dict) -> None:
         print(line("", m))
         if "ema" in m:
             print(line(f" EMA {m['ema']['decay']:g}", m["ema"]))
+    gen = (m.get("held_out") or {}).get("generation")
+    if gen and gen["objects"]:
+        means = gen["mean"]
+        keys = [k for k in ("iou", "chamfer_l1", "fscore@0.01", "fscore@0.02", "base_color_voxel_psnr")
+                if k in means.get("base", {})]
+        shown = "; ".join(f"{k} " + " -> ".join(f"{means[v][k]:.4f}" for v in means if k in means[v]) for k in keys)
+        print(f"train: {denoiser} generations of {gen['objects']} held-out object(s), "
+              f"{' -> '.join(means)}: {shown}")
     for key in ("held_out_note", "evaluation_note", "evaluation_error"):
         if key in m:
             print(f"train: {denoiser}: {m[key]}")
+    if "generation_error" in (m.get("held_out") or {}):
+        print(f"train: {denoiser}: held-out generations failed: {m['held_out']['generation_error']}")
 
 
 def _loop(run: Run) -> None:

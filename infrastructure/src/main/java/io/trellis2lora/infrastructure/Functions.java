@@ -43,6 +43,8 @@ final class Functions extends Section {
             env.put("TRELLIS2_REQUESTS_BUCKET", storage.requests.getBucketName());
             env.put("TRELLIS2_PRESIGN_SECONDS", "3600");
             env.put("TRELLIS2_BASE_MODEL", baseModel);
+            // The only bucket an s3:// data_url may name: never the requests bucket, which every role can read.
+            env.put("TRELLIS2_DATA_BUCKETS", storage.uploads.getBucketName());
             // Quarkus reads the JVM options from here; tiered compilation level 1 starts Java faster.
             env.put("JAVA_TOOL_OPTIONS", "-XX:+TieredCompilation -XX:TieredStopAtLevel=1");
             byName.put(name, new Function(this, id + "Function", FunctionProps.builder()
@@ -79,17 +81,19 @@ final class Functions extends Section {
     static Map<String, Sizing> sizing() {
         Map<String, Sizing> m = new LinkedHashMap<>();
         Size tmp = Size.mebibytes(512);
-        // submit/estimate read zip directories over ranged requests and may stage an https archive.
-        m.put("submit", new Sizing(1024, Duration.seconds(29), Size.gibibytes(2)));
-        m.put("estimate", new Sizing(1024, Duration.seconds(29), Size.gibibytes(2)));
+        // submit/estimate read zip directories over ranged requests and never download an archive.
+        m.put("submit", new Sizing(1024, Duration.seconds(29), tmp));
+        m.put("estimate", new Sizing(1024, Duration.seconds(29), tmp));
         m.put("status", new Sizing(512, Duration.seconds(15), tmp));
         m.put("result", new Sizing(512, Duration.seconds(15), tmp));
         m.put("cancel", new Sizing(512, Duration.seconds(15), tmp));
-        // The state machine gives Prepare 900 s and Finalize 300 s (describe_failure: 120 s).
-        m.put("prepare", new Sizing(1536, Duration.seconds(840), Size.gibibytes(4)));
+        // Prepare stages an archive whose server ignores Range: Lambda's maximum, 900 s, is one streamed pass of
+        // the 8 GB cap at >= 10 MB/s (download, hash, multipart upload; no /tmp), so no Batch staging job.
+        // The state machine gives it 900 s, Finalize 300 s (describe_failure: 120 s).
+        m.put("prepare", new Sizing(1536, Duration.seconds(900), tmp));
         m.put("finalize", new Sizing(1024, Duration.seconds(110), tmp));
-        // Inspects the upload like submit does, without API Gateway's limit (an https archive may be staged).
-        m.put("upload-trigger", new Sizing(1024, Duration.minutes(5), Size.gibibytes(2)));
+        // Inspects the upload (an object in the uploads bucket) like submit does, by ranged reads.
+        m.put("upload-trigger", new Sizing(1024, Duration.minutes(5), tmp));
         m.put("webhook", new Sizing(512, Duration.seconds(30), tmp));
         return m;
     }
@@ -107,15 +111,14 @@ final class Functions extends Section {
         Function submit = get("submit");
         allow(submit, uploads, read, "*");
         allow(submit, requests, read, "requests/*");
-        allow(submit, requests, write, "requests/*/request.json", "requests/*/input.zip");
+        allow(submit, requests, write, "requests/*/request.json");
         listBucket(submit, requests, uploads);
         stateMachine.grantStartExecution(submit);
 
         Function estimate = get("estimate");
+        // Keeps nothing: it only reads the archive it prices.
         allow(estimate, uploads, read, "*");
-        allow(estimate, requests, List.of("s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload",
-                "s3:DeleteObject"), "staging/*");
-        listBucket(estimate, requests, uploads);
+        listBucket(estimate, uploads);
 
         Function status = get("status");
         allow(status, requests, read, "requests/*");
@@ -138,6 +141,8 @@ final class Functions extends Section {
         Function prepare = get("prepare");
         allow(prepare, uploads, read, "*");
         allow(prepare, requests, read, "requests/*", "datasets/*");
+        // Its record of the inspected input, and the copy of an https archive whose server ignores Range.
+        allow(prepare, requests, write, "requests/*/input.json", "requests/*/input.zip");
         listBucket(prepare, requests, uploads);
 
         Function finalize = get("finalize");
@@ -153,7 +158,7 @@ final class Functions extends Section {
         // A refused upload is reported beside it.
         allow(trigger, uploads, List.of("s3:PutObject"), Trellis2Stack.UPLOAD_PREFIX + "*.error.json");
         allow(trigger, requests, read, "requests/*");
-        allow(trigger, requests, write, "requests/*/request.json", "requests/*/input.zip");
+        allow(trigger, requests, write, "requests/*/request.json");
         listBucket(trigger, requests, uploads);
         stateMachine.grantStartExecution(trigger);
 

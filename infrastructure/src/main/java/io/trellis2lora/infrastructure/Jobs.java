@@ -135,18 +135,20 @@ final class Jobs extends Section {
         LogGroup jobLogs = logGroup("BatchJobLogs");
 
         Role preprocessRole = jobRole("PreprocessJobRole");
-        // Reads the upload (or the copy of an https archive that submit staged); writes the dataset zip and its
-        // report.
+        // Reads the upload (or the copy of an https archive that Prepare staged) and Prepare's record of it
+        // (--input-record); writes the dataset zip and its report.
         allow(preprocessRole, storage.uploads, List.of("s3:GetObject"), "*");
-        allow(preprocessRole, storage.requests, List.of("s3:GetObject"), "requests/*/input.zip");
+        allow(preprocessRole, storage.requests, List.of("s3:GetObject"), "requests/*/input.zip",
+                "requests/*/input.json");
         allow(preprocessRole, storage.requests, List.of("s3:PutObject", "s3:AbortMultipartUpload"),
                 "datasets/*", "requests/*/preprocess.json");
         listBucket(preprocessRole, storage.requests, storage.uploads);
 
         Role trainRole = jobRole("TrainJobRole");
-        // Reads the dataset (made by preprocess, or the user's preprocessed upload, or its staged copy); writes
-        // the adapter and its report.
-        allow(trainRole, storage.requests, List.of("s3:GetObject"), "datasets/*", "requests/*/input.zip");
+        // Reads the dataset (made by preprocess, or the user's preprocessed upload, or its staged copy, with
+        // Prepare's record of it: --dataset-record); writes the adapter and its report.
+        allow(trainRole, storage.requests, List.of("s3:GetObject"), "datasets/*", "requests/*/input.zip",
+                "requests/*/input.json");
         allow(trainRole, storage.uploads, List.of("s3:GetObject"), "*");
         allow(trainRole, storage.requests, List.of("s3:PutObject", "s3:AbortMultipartUpload"),
                 "requests/*/adapters/*");

@@ -14,7 +14,7 @@ import software.amazon.awscdk.services.s3.ObjectOwnership;
 import software.constructs.Construct;
 
 /**
- * The two buckets. The platform keeps requests/, datasets/ and staging/ in one (core's StorageLayout); uploads
+ * The two buckets. The platform keeps requests/ and datasets/ in one (core's StorageLayout); uploads
  * arrive in a bucket of their own. Each prefix expires after the days its parameter gives.
  */
 final class Storage extends Section {
@@ -30,7 +30,6 @@ final class Storage extends Section {
         CfnParameter requestDays = days("RequestRetentionDays", 90,
                 "Days a request's files (adapters, reports, result.json) are kept");
         requests = bucket("RequestsBucket", List.of(
-                expire("staging", "staging/", Duration.days(1)),
                 expire("datasets", "datasets/", Duration.days(datasetDays.getValueAsNumber())),
                 expire("requests", "requests/", Duration.days(requestDays.getValueAsNumber()))));
         uploads = bucket("UploadsBucket", List.of(

@@ -13,6 +13,9 @@ import java.util.regex.Pattern;
 import software.amazon.awscdk.Annotations;
 import software.amazon.awscdk.RemovalPolicy;
 import software.amazon.awscdk.Stack;
+import software.amazon.awscdk.services.iam.Effect;
+import software.amazon.awscdk.services.iam.PolicyStatement;
+import software.amazon.awscdk.services.iam.PolicyStatementProps;
 import software.amazon.awscdk.services.logs.LogGroup;
 import software.amazon.awscdk.services.logs.LogGroupProps;
 import software.amazon.awscdk.services.stepfunctions.CfnStateMachine;
@@ -29,6 +32,9 @@ import software.constructs.Construct;
  */
 final class Workflow extends Section {
     private static final Pattern PLACEHOLDER = Pattern.compile("\\$\\{([A-Za-z0-9_]+)}");
+
+    /** The tag the ASL puts on every job it submits (Parameters.Tags), valued with this stack's job queue ARN. */
+    static final String JOB_QUEUE_TAG = "trellis2-job-queue";
 
     final StateMachine stateMachine;
 
@@ -56,7 +62,8 @@ final class Workflow extends Section {
                 .retention(LOG_RETENTION).removalPolicy(RemovalPolicy.DESTROY).build());
         stateMachine = new StateMachine(this, "TrainingStateMachine", StateMachineProps.builder()
                 .definitionBody(DefinitionBody.fromString(filled))
-                .logs(LogOptions.builder().destination(logs).level(LogLevel.ALL).includeExecutionData(true).build())
+                // Every transition, without the states' input and output: those carry request bodies and URLs.
+                .logs(LogOptions.builder().destination(logs).level(LogLevel.ALL).includeExecutionData(false).build())
                 .tracingEnabled(true)
                 .build());
         // cfn-lint's E1029 reads any "${" in a string as a Fn::Sub variable; the ones left in the definition are
@@ -72,9 +79,18 @@ final class Workflow extends Section {
         }
         stateMachine.addToRolePolicy(statement(List.of("batch:SubmitJob"), List.of(jobs.queue.getJobQueueArn(),
                 jobs.preprocess.getJobDefinitionArn(), jobs.train.getJobDefinitionArn())));
-        // DescribeJobs has no resource-level permissions; TerminateJob is what .sync calls on a stopped execution.
+        // DescribeJobs has no resource-level permissions. TerminateJob (what .sync calls on a stopped execution) is
+        // limited to this stack's jobs: a job ARN names no queue, so the ASL tags each job it submits with the
+        // queue's ARN (trellis2-job-queue), tagging only those at SubmitJob, and only jobs so tagged may be stopped.
         stateMachine.addToRolePolicy(statement(List.of("batch:DescribeJobs"), List.of("*")));
-        stateMachine.addToRolePolicy(statement(List.of("batch:TerminateJob"), List.of(arn("batch", "job/*"))));
+        String queue = jobs.queue.getJobQueueArn();
+        stateMachine.addToRolePolicy(new PolicyStatement(PolicyStatementProps.builder().effect(Effect.ALLOW)
+                .actions(List.of("batch:TerminateJob")).resources(List.of(arn("batch", "job/*")))
+                .conditions(Map.of("StringEquals", Map.of("aws:ResourceTag/" + JOB_QUEUE_TAG, queue))).build()));
+        stateMachine.addToRolePolicy(new PolicyStatement(PolicyStatementProps.builder().effect(Effect.ALLOW)
+                .actions(List.of("batch:TagResource")).resources(List.of(arn("batch", "job/*")))
+                .conditions(Map.of("StringEquals", Map.of("batch:CreateAction", "SubmitJob",
+                        "aws:RequestTag/" + JOB_QUEUE_TAG, queue))).build()));
         stateMachine.addToRolePolicy(statement(List.of("events:PutTargets", "events:PutRule", "events:DescribeRule"),
                 List.of(arn("events", "rule/StepFunctionsGetEventsForBatchJobsRule"))));
     }

@@ -74,7 +74,7 @@ class StackTemplateTest {
             assertEquals(1, r.at("/AbortIncompleteMultipartUpload/DaysAfterInitiation").asInt(),
                     "half-finished multipart uploads are dropped");
         }
-        assertEquals(1, byPrefix.get("staging/").path("ExpirationInDays").asInt(), "estimate staging copies");
+        assertFalse(byPrefix.containsKey("staging/"), "nothing is staged outside a request any more");
         assertEquals("DatasetRetentionDays", byPrefix.get("datasets/").at("/ExpirationInDays/Ref").asText());
         assertEquals("RequestRetentionDays", byPrefix.get("requests/").at("/ExpirationInDays/Ref").asText());
     }
@@ -156,6 +156,7 @@ class StackTemplateTest {
                 asl.at("/States/Train/ItemProcessor/States/StageFailed/TimeoutSeconds").asInt());
         assertTrue(prepareLimit > 0 && finalizeLimit > 0);
         assertTrue(timeout("prepare") <= prepareLimit, "prepare finishes before its task times out");
+        assertEquals(900, timeout("prepare"), "staging an archive whose server ignores Range gets Lambda's maximum");
         assertTrue(timeout("finalize") <= finalizeLimit, "finalize finishes before its tasks time out");
         // SQS needs the visibility timeout to outlast the function, or messages are handed out twice.
         assertTrue(Synth.props("AWS::SQS::Queue", "UploadEventsQueue").path("VisibilityTimeout").asInt()
@@ -177,6 +178,13 @@ class StackTemplateTest {
         }
         JsonNode prepare = Synth.props(FUNCTION, "PrepareFunction").at("/Environment/Variables");
         assertEquals("BaseModel", prepare.at("/TRELLIS2_BASE_MODEL/Ref").asText());
+        // s3:// data_urls: the uploads bucket only, never the requests bucket (every request's files).
+        for (String name : List.of("submit", "estimate", "prepare")) {
+            JsonNode buckets = Synth.props(FUNCTION, camel(name) + "Function").at("/Environment/Variables")
+                    .path("TRELLIS2_DATA_BUCKETS");
+            assertTrue(Synth.refersTo(buckets, Synth.logicalId(BUCKET, "UploadsBucket")), name + ": " + buckets);
+            assertFalse(Synth.mentions(buckets, Synth.logicalId(BUCKET, "RequestsBucket")), name + ": " + buckets);
+        }
         for (String fn : List.of("FinalizeFunction", "WebhookFunction")) {
             JsonNode env = Synth.props(FUNCTION, fn).at("/Environment/Variables");
             assertTrue(Synth.refersTo(env.path("TRELLIS2_WEBHOOK_QUEUE_URL"),
@@ -214,6 +222,8 @@ class StackTemplateTest {
         assertTrue(literal.toString().contains("\"StartAt\": \"Init\"") || literal.toString().contains("\"StartAt\":\"Init\""));
 
         assertEquals("ALL", p.at("/LoggingConfiguration/Level").asText());
+        assertFalse(p.at("/LoggingConfiguration/IncludeExecutionData").asBoolean(true),
+                "the logs carry no request bodies or presigned URLs");
         assertTrue(Synth.refersTo(p.at("/LoggingConfiguration/Destinations/0/CloudWatchLogsLogGroup/LogGroupArn"),
                 Synth.logicalId("AWS::Logs::LogGroup", "StateMachineLogs")));
         assertTrue(p.at("/TracingConfiguration/Enabled").asBoolean());
@@ -238,6 +248,37 @@ class StackTemplateTest {
         assertTrue(sm.canOn("batch:SubmitJob", Synth.logicalId("AWS::Batch::JobQueue", "GpuJobQueue")));
         assertTrue(sm.canOn("batch:SubmitJob", Synth.logicalId(JOB_DEFINITION, "TrainJob")));
         assertFalse(sm.canObject("s3:GetObject", Synth.logicalId(BUCKET, "RequestsBucket"), "requests/r/result.json"));
+    }
+
+    @Test
+    void stateMachineStopsOnlyJobsTaggedWithItsOwnQueue() throws IOException {
+        String queue = Synth.logicalId("AWS::Batch::JobQueue", "GpuJobQueue");
+        Permissions sm = Permissions.ofRole(Synth.props("AWS::StepFunctions::StateMachine", "TrainingStateMachine")
+                .at("/RoleArn/Fn::GetAtt/0").asText());
+        int terminate = 0;
+        int tag = 0;
+        for (JsonNode s : sm.statements()) {
+            List<String> actions = Permissions.list(s.path("Action")).stream().map(JsonNode::asText).toList();
+            JsonNode eq = s.at("/Condition/StringEquals");
+            if (actions.contains("batch:TerminateJob")) {
+                terminate++;
+                assertEquals(List.of("batch:TerminateJob"), actions, "alone in its statement, with its condition");
+                assertTrue(Synth.refersTo(eq.path("aws:ResourceTag/" + Workflow.JOB_QUEUE_TAG), queue), s.toString());
+            }
+            if (actions.contains("batch:TagResource")) {
+                tag++;
+                assertEquals("SubmitJob", eq.path("batch:CreateAction").asText(), s.toString());
+                assertTrue(Synth.refersTo(eq.path("aws:RequestTag/" + Workflow.JOB_QUEUE_TAG), queue), s.toString());
+            }
+        }
+        assertEquals(1, terminate);
+        assertEquals(1, tag);
+        // Every job the definition submits carries that tag, valued with the queue it is submitted to.
+        JsonNode asl = Synth.MAPPER.readTree(Files.readString(Synth.ASL));
+        for (JsonNode params : List.of(asl.at("/States/Preprocess/Parameters"),
+                asl.at("/States/Train/ItemProcessor/States/TrainStage/Parameters"))) {
+            assertEquals(params.path("JobQueue").asText(), params.at("/Tags/" + Workflow.JOB_QUEUE_TAG).asText());
+        }
     }
 
     // ---- AWS Batch ----
@@ -454,6 +495,9 @@ class StackTemplateTest {
         assertTrue(preprocess.canObject("s3:GetObject", uploads, "u/assets.zip"));
         assertTrue(preprocess.canObject("s3:PutObject", requests, dataset));
         assertTrue(preprocess.canObject("s3:PutObject", requests, "requests/r1/preprocess.json"));
+        assertTrue(preprocess.canObject("s3:GetObject", requests, "requests/r1/input.json"), "--input-record");
+        assertTrue(preprocess.canObject("s3:GetObject", requests, "requests/r1/input.zip"), "Prepare's staged copy");
+        assertTrue(train.canObject("s3:GetObject", requests, "requests/r1/input.json"), "--dataset-record");
         assertFalse(preprocess.canObject("s3:PutObject", requests, adapter));
         assertFalse(preprocess.canObject("s3:PutObject", requests, result));
         assertFalse(preprocess.canObject("s3:GetObject", requests, "requests/r1/charge.json"));
@@ -467,6 +511,13 @@ class StackTemplateTest {
         Permissions submit = Permissions.ofFunction("SubmitFunction");
         assertTrue(submit.canObject("s3:PutObject", requests, "requests/r1/request.json"));
         assertFalse(submit.canObject("s3:PutObject", requests, adapter), "submit cannot forge adapters");
+        assertFalse(submit.canObject("s3:PutObject", requests, "requests/r1/input.zip"), "submit never stages");
+
+        Permissions prepare = Permissions.ofFunction("PrepareFunction");
+        assertTrue(prepare.canObject("s3:PutObject", requests, "requests/r1/input.zip"), "Prepare stages");
+        assertTrue(prepare.canObject("s3:PutObject", requests, "requests/r1/input.json"), "and records the input");
+        assertFalse(prepare.canObject("s3:PutObject", requests, result));
+        assertFalse(prepare.canObject("s3:PutObject", requests, dataset));
         assertTrue(submit.canOn("states:StartExecution", sm));
 
         assertTrue(Permissions.ofFunction("CancelFunction").canOn("states:StopExecution", sm));
@@ -481,14 +532,16 @@ class StackTemplateTest {
         assertTrue(finalize.canOn("sqs:SendMessage", Synth.logicalId("AWS::SQS::Queue", "WebhooksQueue")));
 
         Permissions estimate = Permissions.ofFunction("EstimateFunction");
-        assertTrue(estimate.canObject("s3:PutObject", requests, "staging/t/input.zip"));
+        assertFalse(estimate.canObject("s3:PutObject", requests, "staging/t/input.zip"), "estimate keeps nothing");
         assertFalse(estimate.canObject("s3:PutObject", requests, "requests/r1/request.json"), "estimate keeps nothing");
+        assertFalse(estimate.canObject("s3:GetObject", requests, "requests/r1/request.json"));
 
         Permissions trigger = Permissions.ofFunction("UploadTriggerFunction");
         assertTrue(trigger.canObject("s3:GetObject", uploads, "uploads/a.zip"));
         assertTrue(trigger.canObject("s3:PutObject", uploads, "uploads/a.error.json"));
         assertFalse(trigger.canObject("s3:PutObject", uploads, "uploads/a.zip"), "never rewrites an upload");
         assertTrue(trigger.canObject("s3:PutObject", requests, "requests/upload-1/request.json"));
+        assertFalse(trigger.canObject("s3:PutObject", requests, "requests/upload-1/input.zip"));
         assertTrue(trigger.canOn("states:StartExecution", sm));
 
         Permissions webhook = Permissions.ofFunction("WebhookFunction");

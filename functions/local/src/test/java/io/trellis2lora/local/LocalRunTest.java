@@ -186,6 +186,11 @@ class LocalRunTest {
             assertEquals(16, a.get("rank").asInt());
             assertEquals(100, a.get("training_steps").asInt());
             assertTrue(Files.isRegularFile(lora.resolveSibling(a.get("denoiser").asText() + ".json")), "adapter record");
+            // The worker's record is the entry: its metrics, and its other files resolved like lora_file.
+            assertTrue(a.path("metrics").isObject() && a.path("metrics").size() > 0, a.toString());
+            Path comfy = Path.of(a.at("/comfyui_lora_file/url").asText());
+            assertEquals(lora.resolveSibling(a.get("denoiser").asText() + ".comfyui.safetensors"), comfy);
+            assertEquals(Files.size(comfy), a.at("/comfyui_lora_file/file_size").asLong());
         }
         assertEquals(1, result.get("failed").size());
         assertEquals("geometry", result.at("/failed/0/denoiser").asText());

@@ -1,5 +1,6 @@
 package io.trellis2lora.orchestration;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNull;
@@ -8,8 +9,11 @@ import com.fasterxml.jackson.databind.JsonNode;
 import io.trellis2lora.core.Json;
 import io.trellis2lora.core.api.Assessment;
 import io.trellis2lora.core.api.StoredRequest;
+import io.trellis2lora.core.net.AddressPolicy;
+import io.trellis2lora.core.net.SafeHttp;
 import io.trellis2lora.core.storage.DirectoryObjectStore;
 import io.trellis2lora.core.storage.StorageLayout;
+import io.trellis2lora.core.testing.TestHttpsServer;
 import io.trellis2lora.core.testing.TestZips;
 import io.trellis2lora.core.validation.RequestValidator;
 import io.trellis2lora.core.zip.ArchiveOpener;
@@ -76,5 +80,31 @@ class InputRecordTest {
         JsonNode record = Json.MAPPER.readTree(Files.readAllBytes(Path.of(arg(train, "--dataset-record"))));
         assertEquals(Files.size(file), record.get("bytes").asLong());
         assertFalse(record.has("objects"), "a dataset's objects are listed in prepared_dataset.json, not checked");
+    }
+
+    @Test
+    void locallyADatasetWhoseServerIgnoresRangeIsStagedBesideTheRequestAndTrainedFromThere() throws Exception {
+        byte[] dataset = TestZips.preprocessed(512, 3);
+        DirectoryObjectStore store = new DirectoryObjectStore(tmp.resolve("store"));
+        String id = "req-record-3";
+        try (var server = new TestHttpsServer();
+             var http = new SafeHttp(new AddressPolicy(true, false), TestHttpsServer.clientContext())) {
+            String url = server.serveWhole("/ds.zip", dataset);
+            var request = new RequestValidator(RequestValidator.Mode.LOCAL).parse("{\"data_url\": \"" + url + "\"}");
+            ArchiveOpener opener = new ArchiveOpener(null, http);
+            Assessment a = Assessment.of(request, opener, null);
+            store.write(StorageLayout.requestJson(id), Json.pretty(new StoredRequest(id, "t", null, a.request(),
+                    a.inputUri(), a.inspection(), a.estimate())).getBytes(StandardCharsets.UTF_8), "application/json");
+            Plan plan = new Preparer(store, opener, "tiny", List.of())
+                    .prepare(Json.MAPPER.readTree("{\"request_id\": \"" + id + "\"}"));
+            Path staged = store.path(StorageLayout.stagedInput(id));
+            assertArrayEquals(dataset, Files.readAllBytes(staged));
+            List<String> train = plan.stages().get(0).command();
+            assertEquals(staged.toString(), arg(train, "--dataset"));
+            JsonNode record = Json.MAPPER.readTree(Files.readAllBytes(Path.of(arg(train, "--dataset-record"))));
+            assertEquals(staged.toString(), record.get("uri").asText());
+            assertEquals(HexFormat.of().formatHex(MessageDigest.getInstance("SHA-256").digest(dataset)),
+                    record.get("sha256").asText());
+        }
     }
 }

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import shutil
+import sys
 import zipfile
 from pathlib import Path
 
@@ -99,8 +100,8 @@ def _filtered_manifest(root: Path, wanted: set[str], dest: Path) -> None:
 
 def run(local: Path, work: Path, cache: IngestCache, *, render_size: int, workers: int, batch_size: int = 0) -> dict:
     """Ingest every asset not yet cached; returns {found, objects: {sha: row}, failed, seconds: {sha: s}, dirs}."""
-    from trellis2_worker.ingest import discover, ingest
-    from trellis2_worker.ingest.discovery import MANIFEST, file_format, list_files
+    from trellis2_worker.ingest import discover
+    from trellis2_worker.ingest.discovery import list_files
 
     work.mkdir(parents=True, exist_ok=True)
     root, files = _resolve(local, work)
@@ -113,30 +114,17 @@ def run(local: Path, work: Path, cache: IngestCache, *, render_size: int, worker
     batch_size = batch_size or max(4, 4 * max(1, workers))
     failed: list[dict] = []
     sandbox: set[str] = set()  # the protections this run's Blender passes had (ingest_report.json's "sandbox")
-    for b in range(0, len(todo), batch_size):
-        batch = todo[b : b + batch_size]
-        wanted = {p for a in batch for p in [a.local_path, *a.duplicates]}
-        bdir = work / f"batch-{b // batch_size}"
-        src, out = bdir / "input", bdir / "out"
-        _link_tree(root, files, lambda rel: rel != MANIFEST and (file_format(rel) is None or rel in wanted), src)
-        _filtered_manifest(root, wanted, src)
-        try:
-            report = ingest(str(src), out, render_size=render_size, workers=workers)
-        except InputError:
-            # a batch where nothing survived still wrote its report; anything else is the input's fault as a whole
-            if not (out / "ingest_report.json").is_file():
-                raise
-            report = json.loads((out / "ingest_report.json").read_text())
-        with open(out / "metadata.csv", newline="") as f:
-            rows = {r["sha256"]: r for r in csv.DictReader(f)}
-        sandbox.update(report.get("sandbox", []))
-        for obj in report.get("objects", []):
-            sha = obj["sha256"]
-            if obj.get("status") == "succeeded" and sha in rows:
-                cache.put(sha, out / "dumps" / sha, out / layout.RENDERS_DIR / sha, rows[sha], obj.get("seconds"))
-            else:
-                failed.append({"file": obj.get("file"), "reason": obj.get("reason", "ingest failed")})
-        shutil.rmtree(bdir, ignore_errors=True)
+    print(f"preprocess: {len(found.assets)} object(s) found, {len(found.assets) - len(todo)} already ingested "
+          f"(cache), {len(todo)} to ingest with Blender", file=sys.stderr, flush=True)
+    from tqdm import tqdm
+
+    # One counter over every batch (each batch's own ingest() counter is off: it would restart at 1 every batch).
+    bar = tqdm(total=len(todo), desc="ingest (Blender)", unit="object", file=sys.stderr, dynamic_ncols=True,
+               mininterval=1.0, disable=not todo)
+    try:
+        _run_batches(root, files, todo, batch_size, work, cache, failed, sandbox, bar, render_size, workers)
+    finally:
+        bar.close()
 
     objects, seconds = {}, {}
     for a in found.assets:
@@ -156,3 +144,37 @@ def run(local: Path, work: Path, cache: IngestCache, *, render_size: int, worker
         "duplicates": sum(len(a.duplicates) for a in found.assets),
         "sandbox": sorted(sandbox),
     }
+
+
+def _run_batches(root, files, todo, batch_size, work, cache, failed, sandbox, bar, render_size, workers) -> None:
+    from trellis2_worker.ingest import ingest
+    from trellis2_worker.ingest.discovery import MANIFEST, file_format
+
+    for b in range(0, len(todo), batch_size):
+        batch = todo[b : b + batch_size]
+        wanted = {p for a in batch for p in [a.local_path, *a.duplicates]}
+        bdir = work / f"batch-{b // batch_size}"
+        src, out = bdir / "input", bdir / "out"
+        _link_tree(root, files, lambda rel: rel != MANIFEST and (file_format(rel) is None or rel in wanted), src)
+        _filtered_manifest(root, wanted, src)
+        bar.set_description(f"ingest (Blender) {b + 1}-{b + len(batch)}")
+        try:
+            report = ingest(str(src), out, render_size=render_size, workers=workers, progress=False)
+        except InputError:
+            # a batch where nothing survived still wrote its report; anything else is the input's fault as a whole
+            if not (out / "ingest_report.json").is_file():
+                raise
+            report = json.loads((out / "ingest_report.json").read_text())
+        with open(out / "metadata.csv", newline="") as f:
+            rows = {r["sha256"]: r for r in csv.DictReader(f)}
+        sandbox.update(report.get("sandbox", []))
+        for obj in report.get("objects", []):
+            sha = obj["sha256"]
+            if obj.get("status") == "succeeded" and sha in rows:
+                cache.put(sha, out / "dumps" / sha, out / layout.RENDERS_DIR / sha, rows[sha], obj.get("seconds"))
+            else:
+                failed.append({"file": obj.get("file"), "reason": obj.get("reason", "ingest failed")})
+                bar.write(f"ingest: {obj.get('file')}: FAILED: {failed[-1]['reason']}", file=sys.stderr)
+        shutil.rmtree(bdir, ignore_errors=True)
+        bar.update(len(batch))
+        bar.set_postfix(failed=len(failed))

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,6 +42,17 @@ def default_cache_dir() -> Path:
     if env:
         return Path(env)
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "trellis2-lora" / "preprocess"
+
+
+def _say(text: str) -> None:
+    print(f"preprocess: {text}", file=sys.stderr, flush=True)
+
+
+def _bar(total: int, desc: str, unit: str):
+    """A tqdm counter on stderr (its redraws end lines for the local runner, which thins them out)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
 
 
 def _device():
@@ -239,6 +251,7 @@ def _preprocess_raw(local: Path, resolution, base, output_uri, render_size, work
     failed = list(ing["failed"])
 
     t = time.perf_counter()
+    _say(f"loading the encoders of the {base} base")
     base_obj = load_base(base)
     device = _device()
     encoders = {k: for_device(base_obj.load(key, device=device), device) for k, key in ENCODER_KEYS.items()}
@@ -263,6 +276,7 @@ def _preprocess_raw(local: Path, resolution, base, output_uri, render_size, work
 
     phase_totals: dict[str, float] = {}
     per_object, cached, channels = [], 0, set()
+    bar = _bar(len(ing["objects"]), f"encode (O-Voxel {resolution}, {device})", "object")
     for sha, row in ing["objects"].items():
         name = row.get("local_path", sha)
         result = cache.get(sha)
@@ -275,6 +289,9 @@ def _preprocess_raw(local: Path, resolution, base, output_uri, render_size, work
                 result = encode_object(icache.obj(sha) / "dump", resolution, encoders, device)
             except EncodingError as exc:
                 failed.append({"file": name, "reason": f"O-Voxel/encoding failed: {exc}"})
+                bar.write(f"encode: {name}: FAILED: {exc}", file=sys.stderr)
+                bar.set_postfix(failed=len(failed), cached=cached)
+                bar.update(1)
                 continue
             cache.put(sha, result)
             for k, v in result["times"].items():
@@ -290,6 +307,9 @@ def _preprocess_raw(local: Path, resolution, base, output_uri, render_size, work
             "blender_s": ing["seconds"].get(sha), "seconds": {k: round(v, 3) for k, v in result["times"].items()},
             "from_cache": from_cache,
         })
+        bar.set_postfix(failed=len(failed), cached=cached)
+        bar.update(1)
+    bar.close()
 
     if not per_object:
         reasons = "; ".join(f"{f.get('file')}: {f.get('reason')}" for f in failed[:5])
@@ -303,9 +323,13 @@ def _preprocess_raw(local: Path, resolution, base, output_uri, render_size, work
 
     t = time.perf_counter()
     out_zip = work / "preprocessed.zip"
+    _say(f"writing the dataset ({len(per_object)} objects)")
     stager.finish(out_zip)
+    _say(f"uploading the dataset ({out_zip.stat().st_size / 2**20:.1f} MiB)")
     storage.upload_file(out_zip, output_uri)
     timings["write_dataset_s"] = time.perf_counter() - t
+    _say(f"dataset written in {timings['write_dataset_s']:.0f} s: {len(per_object)} of {ing['found']} objects, "
+         f"{len(failed)} failed")
     timings.update(phase_totals)
     blender = [s for s in ing["seconds"].values() if s is not None]
     return {

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -150,11 +151,17 @@ def calibrate_decoders_(rel: str, model: nn.Module, occupancy: float = SS_OCCUPA
                 bias -= shift.to(bias.dtype)
 
 
-def write_tiny_base(root: str | Path) -> Path:
+def write_tiny_base(root: str | Path, progress: bool = True) -> Path:
     """Write the tiny base into `root` (official layout). Same bytes every time for the same TINY_VERSION."""
+    from tqdm import tqdm
+
     root = Path(root)
     gen = torch.Generator().manual_seed(SEED)
+    # Written once per machine, and minutes on a busy CPU (the calibration runs the decoders): a counter per model.
+    bar = tqdm(total=len(TINY_MODELS) + 1, desc=f"writing the tiny base v{TINY_VERSION} (once)", unit="model",
+               file=sys.stderr, dynamic_ncols=True, disable=not progress)
     for rel, cfg in sorted(TINY_MODELS.items()):
+        bar.set_postfix_str(Path(rel).name)
         model = build_model(cfg)
         randomize_(model, gen)
         calibrate_decoders_(rel, model)
@@ -163,11 +170,15 @@ def write_tiny_base(root: str | Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         Path(f"{path}.json").write_text(json.dumps(cfg, indent=2) + "\n")
         save_file(state, f"{path}.safetensors")
+        bar.update(1)
     from transformers import DINOv3ViTModel
 
+    bar.set_postfix_str(DINO_DIR)
     dino = DINOv3ViTModel(tiny_dinov3_config(COND)).eval()
     randomize_(dino, gen)
     dino.save_pretrained(root / DINO_DIR, safe_serialization=True)
+    bar.update(1)
+    bar.close()
     (root / "pipeline.json").write_text(json.dumps(tiny_pipeline(), indent=2) + "\n")
     (root / "COMPLETE").write_text(TINY_VERSION + "\n")
     return root

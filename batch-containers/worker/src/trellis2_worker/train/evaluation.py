@@ -41,9 +41,22 @@ def fixed_noise_flow_loss(denoise: Denoise, objs: list[TrainObject], conds: list
 
 
 def flow_losses(denoise: Denoise, peft_model, conditioner: Conditioner, sets: dict[str, list[TrainObject]],
-                count: int, ema=None) -> dict:
+                count: int, ema=None, progress: bool = False) -> dict:
     """{set name: {"base", "adapted", "objects"} (+ "ema_adapted")} on the first `count` objects of each non-empty
-    set: the adapter off, on, and replaced by its EMA."""
+    set: the adapter off, on, and replaced by its EMA. `progress`: a counter of the passes on stderr."""
+    import sys
+
+    from tqdm import tqdm
+
+    variants = 3 if ema is not None else 2
+    bar = tqdm(total=sum(variants * len(objs[:count]) for objs in sets.values()), desc="evaluate flow loss",
+               unit="object-pass", file=sys.stderr, dynamic_ncols=True, disable=not progress)
+
+    def measure(objs, conds) -> float:
+        loss = fixed_noise_flow_loss(denoise, objs, conds)
+        bar.update(len(objs))
+        return loss
+
     was_training = peft_model.training
     peft_model.eval()
     out = {}
@@ -52,16 +65,18 @@ def flow_losses(denoise: Denoise, peft_model, conditioner: Conditioner, sets: di
             objs = objects[:count]
             if not objs:
                 continue
+            bar.set_postfix_str(name)
             conds = [conditioner([o], [0]) for o in objs]
-            entry = {"adapted": fixed_noise_flow_loss(denoise, objs, conds)}
+            entry = {"adapted": measure(objs, conds)}
             if ema is not None:
                 with ema.applied():
-                    entry["ema_adapted"] = fixed_noise_flow_loss(denoise, objs, conds)
+                    entry["ema_adapted"] = measure(objs, conds)
             with peft_model.disable_adapter():
-                entry["base"] = fixed_noise_flow_loss(denoise, objs, conds)
+                entry["base"] = measure(objs, conds)
             entry["objects"] = len(objs)
             out[name] = entry
     finally:
+        bar.close()
         peft_model.train(was_training)
     return out
 

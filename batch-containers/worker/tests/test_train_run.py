@@ -166,6 +166,11 @@ def test_a_run_stopped_by_sigterm_resumes_to_the_same_adapter(base, dataset, tmp
             assert torch.equal(a.get_tensor(k), b.get_tensor(k)), k
     log = [json.loads(x) for x in (parts / "geometry.loss.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
+    # byte for byte: a rerun reproduces the files (when it ran lives in the record, not in the adapter)
+    for name in ("geometry.safetensors", "geometry.comfyui.safetensors"):
+        assert (whole / name).read_bytes() == (parts / name).read_bytes(), name
+    assert not (parts / "geometry.checkpoint.safetensors").exists()
+    assert json.loads((parts / "geometry.json").read_text())["created_at"]
 
 
 def test_a_diverging_run_stops_and_saves_nothing(base, dataset, tmp_path):
@@ -205,6 +210,8 @@ def test_the_command_writes_the_adapter_and_report(dataset, tmp_path):
     assert report["lora_file"]["file_name"] == "geometry.safetensors" and out.exists()
     assert json.loads((tmp_path / "adapters" / "geometry.json").read_text())["metrics"] == report["metrics"]
     assert "3/3" in r.stderr and "loss=" in r.stderr  # the progress bar
+    # and the evaluation's, counted to the end (base and adapted on each set's object)
+    assert any("evaluate flow loss" in line and "100%" in line for line in r.stderr.replace("\r", "\n").splitlines())
 
 
 @pytest.mark.parametrize("problem", ["missing", "not_a_zip", "wrong_resolution", "other_encoders"])

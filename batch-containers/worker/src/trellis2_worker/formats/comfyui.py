@@ -11,11 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from trellis2_worker.errors import InputError
 
-from .native import FORMAT, NativeAdapter, encode_header
+from .native import FORMAT, NativeAdapter, encode_header, save_reproducible
 
 COMFYUI_FORMAT = "trellis2-lora-comfyui"
 COMFYUI_PREFIX = "diffusion_model."
@@ -62,5 +61,5 @@ def write_comfyui(adapter: NativeAdapter, path: str | Path) -> dict:
     header.update({"format": COMFYUI_FORMAT, "source_format": FORMAT, "comfyui_submodel": sub})
     if warning:
         header["comfyui_warning"] = warning
-    save_file(state, str(path), metadata=header)
+    save_reproducible(state, path, header)
     return {"submodel": sub, "modules": len(adapter.modules), "warning": warning}

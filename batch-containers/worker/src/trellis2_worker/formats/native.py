@@ -69,7 +69,23 @@ def save_adapter(peft_model, path: str | Path, metadata: dict) -> None:
     modules = [_KEY.match(k).group("module") for k in state if _KEY.match(k)]
     header = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "target_modules": json.dumps(targets_of(modules))}
     header.update(encode_header(metadata))
-    save_file(state, str(path), metadata=header)
+    save_reproducible(state, path, header)
+
+
+def save_reproducible(state: dict, path: str | Path, metadata: dict) -> None:
+    """safetensors' save_file, with the header's entries in sorted order: its writer keeps them in hash maps whose
+    order changes from one process to the next, so the same adapter would not be the same bytes."""
+    save_file(state, str(path), metadata=metadata)
+    with open(path, "r+b") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+        meta = header.pop("__metadata__", None)
+        ordered = {"__metadata__": dict(sorted(meta.items()))} if meta is not None else {}
+        text = json.dumps({**ordered, **dict(sorted(header.items()))}, separators=(",", ":"),
+                          ensure_ascii=False).encode()
+        if len(text) <= size:  # the same fields in another order: the same length (padded as the format pads)
+            f.seek(8)
+            f.write(text + b" " * (size - len(text)))
 
 
 def read_adapter_metadata(path: str | Path) -> dict:

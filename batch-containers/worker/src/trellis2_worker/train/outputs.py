@@ -22,12 +22,12 @@ from trellis2_worker.train.request import TrainRequest, sibling
 
 
 def adapter_metadata(req: TrainRequest, model_key: str, base_model: str, base_sha: str, dataset_sha: str) -> dict:
-    """The adapter file's self-describing header: what it was trained for, on what, and how."""
+    """The adapter file's self-describing header: what it was trained for, on what, and how; nothing about when
+    (the record holds that), so the same training writes the same bytes."""
     return {"denoiser": req.denoiser, "resolution": req.resolution, "model_key": model_key, "rank": req.rank,
             "alpha": req.rank, "training_steps": req.training_steps, "learning_rate": req.learning_rate,
             "batch_size": req.batch_size, "seed": req.seed, "base_model": base_model,
-            "base_checkpoint_sha256": base_sha, "dataset_sha256": dataset_sha,
-            "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+            "base_checkpoint_sha256": base_sha, "dataset_sha256": dataset_sha}
 
 
 def training_metrics(log: list[dict], objects_trained: int, objects_skipped: int) -> dict:
@@ -108,6 +108,7 @@ def write_record(req: TrainRequest, files: dict, log: list[dict], metrics: dict,
         "training_steps": req.training_steps,
         "learning_rate": req.learning_rate,
         "metrics": metrics,
+        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         **{k: v for k, v in files.items() if k != "lora_file"},
     }
     record_path = out_dir / "record.json"

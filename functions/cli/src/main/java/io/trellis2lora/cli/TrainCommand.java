@@ -31,14 +31,16 @@ final class TrainCommand implements Command {
     @Override
     public String usage() {
         return """
-                REQUEST.json --out DIR [--base BASE] [--render-size PX] [--verbose]
+                REQUEST.json --out DIR [--base BASE] [--render-size PX] [--fresh] [--verbose]
                   the whole training flow on this machine; DIR/result.json lists the adapters, DIR keeps requests/
-                  and datasets/ (reused by later runs); PX: condition render size for preprocessing""";
+                  and datasets/ (reused by later runs); PX: condition render size for preprocessing; the same
+                  REQUEST.json rerun with the same DIR goes on as the same request, its training resuming from its
+                  checkpoints (after Ctrl-C), unless --fresh""";
     }
 
     @Override
     public int run(List<String> args, PrintStream out, PrintStream err) {
-        Args a = Args.parse(args, Set.of("--out", "--base", "--render-size"), Set.of("--verbose", "-v"));
+        Args a = Args.parse(args, Set.of("--out", "--base", "--render-size"), Set.of("--verbose", "-v", "--fresh"));
         Path request = Path.of(a.only("REQUEST.json"));
         Path dir = Path.of(a.required("--out"));
         List<String> preprocessOptions = new ArrayList<>();
@@ -49,8 +51,11 @@ final class TrainCommand implements Command {
         LocalRunner runner = new LocalRunner(dir, a.options.get("--base"), worker, progress)
                 .preprocessOptions(preprocessOptions);
         String requestId;
+        boolean resumed;
         try {
-            requestId = runner.submit(request);
+            LocalRunner.Submission submission = runner.submit(request, a.has("--fresh"));
+            requestId = submission.requestId();
+            resumed = submission.resumed();
         } catch (InputRefusedException e) {
             e.problems().forEach(p -> err.println("refused: " + p));
             return 2;
@@ -58,7 +63,8 @@ final class TrainCommand implements Command {
             err.println("error: " + e.getMessage());
             return 1;
         }
-        out.println("request " + requestId + " (storage: " + runner.out() + ")");
+        out.println((resumed ? "continuing request " : "request ") + requestId + " (storage: " + runner.out() + ")"
+                + (resumed ? "; training resumes from its checkpoints (--fresh: a new request)" : ""));
         Execution execution;
         try {
             execution = runner.start(requestId);
@@ -84,9 +90,10 @@ final class TrainCommand implements Command {
             Runtime.getRuntime().removeShutdownHook(hook);
             Path result = runner.publishResult(requestId);
             if (status == Execution.Status.ABORTED) {
-                err.println("stopped");
+                err.println("stopped; rerun the same command to resume");
                 return 130;
             }
+            runner.removeCheckpoints(requestId);  // ended: nothing will resume them
             if (result != null) {
                 JsonNode json = LocalRunner.readJson(result);
                 progress.summary(json);

@@ -26,12 +26,16 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
 import java.time.LocalDateTime;
 import java.time.format.DateTimeFormatter;
+import java.util.HexFormat;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
 import java.util.UUID;
+import java.util.stream.Stream;
 
 /**
  * The embedded local mode: runs the state machine definition of step-functions/ on this machine, with a directory
@@ -83,17 +87,96 @@ public final class LocalRunner {
 
     /** Validates the request file and stores request.json as submit would; returns the new request id. */
     public String submit(Path requestFile) throws IOException {
+        return submit(requestFile, true).requestId();
+    }
+
+    /** The request id a run goes on with, and whether it is an earlier run's of the same request file. */
+    public record Submission(String requestId, boolean resumed) {
+    }
+
+    /**
+     * Like {@link #submit(Path)}, but the same request file (same path, same bytes) in this storage directory goes on
+     * as the request id it had before, so its training jobs resume from their checkpoints; {@code fresh} starts a new
+     * request id instead and removes the earlier one's checkpoints, which nothing would resume any more.
+     */
+    public Submission submit(Path requestFile, boolean fresh) throws IOException {
         TrainingRequest request = new RequestValidator(RequestValidator.Mode.LOCAL)
                 .parse(RequestFiles.read(requestFile));
         request = request.withDataUrl(RequestFiles.resolve(requestFile, request.dataUrl()));
-        String requestId = LocalDateTime.now().format(DateTimeFormatter.ofPattern("yyyyMMdd-HHmmss")) + "-"
-                + UUID.randomUUID().toString().substring(0, 8);
+        String key = requestFileKey(requestFile);
+        ObjectNode index = readIndex();
+        String earlier = index.path(key).asText(null);
+        if (earlier != null && !StorageLayout.isValidRequestId(earlier)) {
+            earlier = null;  // an index edited by hand: that entry is ignored
+        }
+        boolean resumed = false;
+        String requestId;
+        if (earlier != null && !fresh && Files.isRegularFile(out.resolve(StorageLayout.requestJson(earlier)))) {
+            requestId = earlier;
+            resumed = true;
+        } else {
+            if (earlier != null) {
+                removeCheckpoints(earlier);
+            }
+            requestId = LocalDateTime.now().format(DateTimeFormatter.ofPattern("yyyyMMdd-HHmmss")) + "-"
+                    + UUID.randomUUID().toString().substring(0, 8);
+        }
         // The API's submit step on the storage directory; the execution is started by start() instead.
         try (SafeHttp http = new SafeHttp(AddressPolicy.fromEnvironment(System::getenv))) {
             new SubmitOperation(new DirectoryObjectStore(out), new ArchiveOpener(null, http), stored -> { })
                     .submit(request, requestId, null);
         }
-        return requestId;
+        index.put(key, requestId);
+        Files.writeString(out.resolve(REQUEST_INDEX), Json.pretty(index));
+        return new Submission(requestId, resumed);
+    }
+
+    /** The storage directory's record of which request id each request file went on as. */
+    static final String REQUEST_INDEX = "local-requests.json";
+    /** The worker's checkpoint beside each adapter (train/checkpoint.py names it). */
+    static final String CHECKPOINT_SUFFIX = ".checkpoint.safetensors";
+
+    private static String requestFileKey(Path requestFile) throws IOException {
+        try {
+            MessageDigest sha = MessageDigest.getInstance("SHA-256");
+            sha.update(requestFile.toAbsolutePath().normalize().toString().getBytes(StandardCharsets.UTF_8));
+            sha.update((byte) 0);
+            sha.update(Files.readAllBytes(requestFile));
+            return HexFormat.of().formatHex(sha.digest());
+        } catch (NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    private ObjectNode readIndex() throws IOException {
+        Path file = out.resolve(REQUEST_INDEX);
+        if (Files.isRegularFile(file)) {
+            try {
+                JsonNode node = Json.MAPPER.readTree(file.toFile());
+                if (node instanceof ObjectNode o) {
+                    return o;
+                }
+            } catch (IOException unreadable) {
+                // a damaged index only loses the resume: every request starts afresh
+            }
+        }
+        return Json.MAPPER.createObjectNode();
+    }
+
+    /**
+     * Removes the training checkpoints a request's jobs left (a stage that failed, or a run that will not resume);
+     * called once a run has ended other than by being stopped, whose checkpoints a rerun resumes from.
+     */
+    public void removeCheckpoints(String requestId) throws IOException {
+        Path dir = out.resolve(StorageLayout.requestPrefix(requestId));
+        if (!Files.isDirectory(dir)) {
+            return;
+        }
+        try (Stream<Path> files = Files.walk(dir)) {
+            for (Path p : files.filter(f -> f.getFileName().toString().endsWith(CHECKPOINT_SUFFIX)).toList()) {
+                Files.deleteIfExists(p);
+            }
+        }
     }
 
     /** Starts the execution named {@code requestId} (request.json must be stored); returns at once. */

@@ -83,15 +83,22 @@ public final class SubmitOperation extends ApiOperation {
                 .toString();
         StoredRequest earlier = load(requestId);
         if (earlier != null) {
-            if (!sameRequest(earlier.request(), parsed)) {
-                return ApiResponse.refused(422, new InputRefusedException("this Idempotency-Key was already used "
-                        + "with another request body; send a new key for a new request"));
-            }
-            executions.start(earlier);
-            return ApiResponse.json(200, answer(earlier, request));
+            return repeat(earlier, parsed, request);
         }
         StoredRequest stored = submit(parsed, requestId, sha256(scoped));
-        return ApiResponse.json(202, answer(stored, request));
+        // Null: a concurrent first use of the key stored its request first; this one is a repeat of it.
+        return stored == null ? repeat(load(requestId), parsed, request)
+                : ApiResponse.json(202, answer(stored, request));
+    }
+
+    /** The key's request was stored before: the same request is answered with it, another one refused. */
+    private ApiResponse repeat(StoredRequest earlier, TrainingRequest parsed, ApiRequest request) {
+        if (!sameRequest(earlier.request(), parsed)) {
+            return ApiResponse.refused(422, new InputRefusedException("this Idempotency-Key was already used "
+                    + "with another request body; send a new key for a new request"));
+        }
+        executions.start(earlier);
+        return ApiResponse.json(200, answer(earlier, request));
     }
 
     /** The same training request, whatever the JSON's spelling (field order, 1e-4 or 0.00010). */
@@ -103,14 +110,20 @@ public final class SubmitOperation extends ApiOperation {
 
     /**
      * A validated request becomes {@code requestId}: its archive inspected and priced (provisionally when it cannot
-     * be inspected by ranged reads), request.json stored, the execution started.
+     * be inspected by ranged reads), request.json stored, the execution started. With an idempotency key's hash,
+     * request.json is only created, never replaced: null when another submit of that key stored one first.
      */
     public StoredRequest submit(TrainingRequest request, String requestId, String keyHash) throws IOException {
         Assessment a = Assessment.of(request, opener, null);
         StoredRequest stored = new StoredRequest(requestId, Instant.now().toString(), keyHash, a.request(),
                 a.inputUri(), a.inspection(), a.estimate());
-        requests.write(StorageLayout.requestJson(requestId), Json.pretty(stored).getBytes(StandardCharsets.UTF_8),
-                "application/json");
+        byte[] json = Json.pretty(stored).getBytes(StandardCharsets.UTF_8);
+        String key = StorageLayout.requestJson(requestId);
+        if (keyHash == null) {
+            requests.write(key, json, "application/json");
+        } else if (!requests.create(key, json, "application/json")) {
+            return null;
+        }
         executions.start(stored);
         return stored;
     }

@@ -51,6 +51,31 @@ public final class DirectoryObjectStore implements ObjectStore {
     @Override
     public void write(String key, byte[] data, String contentType) throws IOException {
         Path target = path(key);
+        Path tmp = complete(target, data);
+        try {
+            Files.move(tmp, target, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
+        } catch (AtomicMoveNotSupportedException e) {
+            Files.move(tmp, target, StandardCopyOption.REPLACE_EXISTING);
+        }
+    }
+
+    /** A hard link fails when the name exists, so the check and the write are one step; readers never see half. */
+    @Override
+    public boolean create(String key, byte[] data, String contentType) throws IOException {
+        Path target = path(key);
+        Path tmp = complete(target, data);
+        try {
+            Files.createLink(target, tmp);
+            return true;
+        } catch (java.nio.file.FileAlreadyExistsException e) {
+            return false;
+        } finally {
+            Files.deleteIfExists(tmp);
+        }
+    }
+
+    /** The bytes in a temporary file beside {@code target}, readable as any file the user makes. */
+    private static Path complete(Path target, byte[] data) throws IOException {
         Files.createDirectories(target.getParent());
         Path tmp = Files.createTempFile(target.getParent(), ".tmp-", "");
         Files.write(tmp, data);
@@ -60,11 +85,7 @@ public final class DirectoryObjectStore implements ObjectStore {
         } catch (UnsupportedOperationException e) {
             // not a POSIX file system
         }
-        try {
-            Files.move(tmp, target, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
-        } catch (AtomicMoveNotSupportedException e) {
-            Files.move(tmp, target, StandardCopyOption.REPLACE_EXISTING);
-        }
+        return tmp;
     }
 
     @Override

@@ -17,6 +17,13 @@ public interface ObjectStore {
 
     void write(String key, byte[] data, String contentType) throws IOException;
 
+    /**
+     * Writes {@code key} only if nothing is stored there yet, in one step (two writers racing: one wins).
+     *
+     * @return false when an object was already there (it is left as it was)
+     */
+    boolean create(String key, byte[] data, String contentType) throws IOException;
+
     /** Size in bytes, or -1 when there is no such object. */
     long size(String key) throws IOException;
 

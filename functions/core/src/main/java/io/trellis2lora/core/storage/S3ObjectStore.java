@@ -52,6 +52,22 @@ public final class S3ObjectStore implements ObjectStore {
         s3.putObject(b -> b.bucket(bucket).key(key).contentType(contentType), RequestBody.fromBytes(data));
     }
 
+    /** S3's conditional write (If-None-Match: *): 412 when the key exists. */
+    @Override
+    public boolean create(String key, byte[] data, String contentType) {
+        try {
+            s3.putObject(b -> b.bucket(bucket).key(key).contentType(contentType).ifNoneMatch("*"),
+                    RequestBody.fromBytes(data));
+            return true;
+        } catch (S3Exception e) {
+            // 409 is S3's answer when a conditional write races another one still in progress.
+            if (e.statusCode() == 412 || e.statusCode() == 409) {
+                return false;
+            }
+            throw e;
+        }
+    }
+
     @Override
     public long size(String key) {
         try {

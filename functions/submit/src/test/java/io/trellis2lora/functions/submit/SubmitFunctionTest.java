@@ -155,6 +155,26 @@ class SubmitFunctionTest {
     }
 
     @Test
+    void twoFirstUsesOfAKeyAtOnceMakeOneRequest() throws Exception {
+        String url = upload("uploads/race.zip", small);
+        String one = "{\"data_url\":\"" + url + "\"}";
+        String other = "{\"data_url\":\"" + url + "\",\"rank\":64}";
+        for (String[] bodies : new String[][] {{one, other}, {one, one}}) {
+            String key = "race-" + bodies[1].length();
+            var pool = java.util.concurrent.Executors.newFixedThreadPool(2);
+            var a = pool.submit(() -> submitAs("key-race", bodies[0], key));
+            var b = pool.submit(() -> submitAs("key-race", bodies[1], key));
+            List<Integer> codes = new java.util.ArrayList<>(List.of((Integer) a.get().get("statusCode"),
+                    (Integer) b.get().get("statusCode")));
+            pool.shutdown();
+            java.util.Collections.sort(codes);
+            // Whoever stored request.json first made the request; the other is its repeat, or refused.
+            assertEquals(bodies[0].equals(bodies[1]) ? List.of(200, 202) : List.of(202, 422), codes);
+        }
+        assertEquals(2, executionNames().size());
+    }
+
+    @Test
     void invalidRequestsAreRefusedWithEveryProblemAndStartNothing() throws Exception {
         var resp = submit("{\"denoisers\":[\"colour\"],\"rank\":3,\"learning_rate\":\"fast\"}", Map.of());
         assertEquals(400, resp.get("statusCode"));

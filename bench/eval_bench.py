@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """What the evaluation costs: seconds for the mesh metrics (`trellis2-worker evaluate`) at a sample count, on meshes
 of the sizes a generation gives, and the share of that spent sampling, in the KD-trees, and projecting onto faces;
-with --stages, the seconds the end-of-run evaluation (fixed-noise flow loss on training and held-out objects, base
-and adapted, and the EMA's) adds to a training job of each stage, tiny base on CPU.
+with --stages, the seconds the end-of-run evaluation adds to a training job of each stage, tiny base on CPU: the
+fixed-noise flow loss on training and held-out objects, and the held-out generations (base, adapter, EMA) with their
+metrics and the preview panel.
 
     $PY bench/eval_bench.py                    # 100k samples; a 20k-face sphere against a subdivided box
     $PY bench/eval_bench.py --samples 20000 --faces 200000
@@ -59,13 +60,17 @@ def stages(args) -> None:
                 report = train(TrainRequest(dataset=str(dataset), denoiser=stage, resolution=512, rank=8,
                                             learning_rate=1e-3, training_steps=2, output=str(out / "a.safetensors"),
                                             base="tiny", batch_size=2, progress=False, device="cpu",
-                                            eval_objects=args.eval_objects, ema_decay=ema), base=base)
+                                            eval_objects=args.eval_objects, ema_decay=ema,
+                                            eval_samples=args.samples), base=base)
                 m = report["metrics"]
                 sets = f"{m['train_objects_flow_loss']['objects']} trained"
                 if "held_out" in m:
                     sets += f" + {m['held_out']['flow_loss']['objects']} held-out"
-                print(f"  {stage:17s} {'EMA' if ema else 'raw'}: evaluation {m['evaluation_s']:6.2f} s ({sets} "
-                      f"objects), training step {report_step_s(out):.2f} s", flush=True)
+                gen = m.get("held_out", {}).get("generation", {})
+                print(f"  {stage:17s} {'EMA' if ema else 'raw'}: flow-loss evaluation {m['evaluation_s']:6.2f} s "
+                      f"({sets} objects), held-out generations {gen.get('generation_s', float('nan')):6.2f} s "
+                      f"({gen.get('objects', 0)} objects × {len(gen.get('mean', {}))} variants, "
+                      f"{gen.get('samples', '-')} samples), training step {report_step_s(out):.2f} s", flush=True)
     print(f"load average after: {_loadavg()}")
 
 
@@ -99,7 +104,8 @@ def main() -> None:
 
     pred = _sphere(args.faces)
     gt = trimesh.creation.box(extents=(0.8, 0.8, 0.8)).subdivide().subdivide()
-    print(f"load average {_loadavg()} on {os.cpu_count()} cores; pred {len(pred.faces)} faces, gt {len(gt.faces)} faces, "
+    print(f"load average {_loadavg()} on {os.cpu_count()} cores; pred {len(pred.faces)} faces, "
+          f"gt {len(gt.faces)} faces, "
           f"{args.samples} samples per surface")
     walls, parts = [], []
     for r in range(args.repeats):

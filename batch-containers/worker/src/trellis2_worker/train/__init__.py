@@ -3,12 +3,13 @@
 `train(TrainRequest(...)) -> report` runs it; `evaluate_adapter(adapter, dataset, base)` recomputes a saved adapter's
 flow-loss metrics; `held_out_split(shas)` says which objects a run holds out of training; `load_adapter(model, path,
 denoiser, resolution)` puts a saved adapter on a flow model (refusing one made for another stage);
-`read_adapter_metadata(path)` reads its header.
+`read_adapter_metadata(path)` reads its header; `train_data_parallel(req, world_size)` runs `train` over one process per
+GPU (or CPU processes over gloo) with the one-process result.
 
 Modules along the run's seams: `request` (TrainRequest, the early stops), `data` (objects, per-step draws), `split`
 (held-out objects), `condition` (views and their DINOv3 features), `denoise` (the loss), `ema`, `checkpoint`,
 `evaluation` (flow loss on training and held-out objects), `outputs` (adapter, record, loss log, curve), `trainer`
-(the `Run` and its loop); `recipe`, `batching`, `lora`.
+(the `Run` and its loop), `parallel` (data-parallel ranks); `recipe`, `batching`, `lora`.
 """
 
 # Imported on first use (PEP 562): peft and torch take seconds to import, and every `trellis2-worker` command
@@ -17,7 +18,7 @@ _EXPORTS = {
     "TARGET_REGEX": "lora", "attach_lora": "lora", "load_adapter": "lora", "read_adapter_metadata": "lora",
     "save_adapter": "lora", "STAGES": "recipe", "TARGET_MODULES": "recipe", "TrainingDiverged": "request",
     "TrainingInterrupted": "request", "TrainRequest": "request", "evaluate_adapter": "evaluation", "train": "trainer",
-    "held_out_split": "split",
+    "held_out_split": "split", "train_data_parallel": "parallel",
 }
 
 
@@ -43,4 +44,5 @@ __all__ = [
     "read_adapter_metadata",
     "save_adapter",
     "train",
+    "train_data_parallel",
 ]

@@ -56,17 +56,26 @@ def register(subparsers) -> None:
     p.add_argument("--condition-cache-gb", type=float, default=4.0,
                    help="memory for DINOv3 features of views already seen (on the training device)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument("--world-size", type=int, default=None,
+                   help="data-parallel processes, one per GPU, started by the worker (default: every visible GPU; "
+                        "one on CPU); the global batch, adapter and metrics are those of one process")
+    p.add_argument("--backend", default=None,
+                   help="torch.distributed backend of a data-parallel run, gloo or nccl (default: nccl on GPU, "
+                        "gloo on CPU)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> dict:
     from trellis2_worker.ingest import recorded_input
+    from trellis2_worker.train.parallel import resolve_world_size, train_data_parallel
     from trellis2_worker.train.request import TrainRequest
     from trellis2_worker.train.trainer import train
 
     # A user's preprocessed dataset must be the bytes Prepare inspected (fetched once, checked, then trained on).
     with recorded_input(args.dataset, args.dataset_record) as dataset:
-        return train(TrainRequest(
+        world_size = resolve_world_size(args.world_size, args.device)
+        run_it = train if world_size == 1 else (lambda r: train_data_parallel(r, world_size, args.backend))
+        return run_it(TrainRequest(
             dataset=dataset, denoiser=args.denoiser, resolution=args.resolution, rank=args.rank,
             learning_rate=args.learning_rate, training_steps=args.training_steps, output=args.output,
             base=args.base, batch_size=args.batch_size, max_tokens_per_micro_batch=args.max_tokens_per_micro_batch,

@@ -39,7 +39,10 @@ class Denoise:
     def __init__(self, stage: Stage, model, device: torch.device, autocast: bool):
         self.stage, self.model, self.device, self.autocast = stage, model, device, autocast
 
-    def loss(self, objs: list[TrainObject], t: torch.Tensor, eps: list[torch.Tensor], cond: torch.Tensor) -> torch.Tensor:
+    def loss(self, objs: list[TrainObject], t: torch.Tensor, eps: list[torch.Tensor], cond: torch.Tensor,
+             weights: list[float] | None = None) -> torch.Tensor:
+        """The mean squared error of the micro-batch; with `weights`, the sum over its objects of each one's summed
+        squared error times its weight (data-parallel ranks, parallel.py)."""
         dev = self.device
         kwargs = {}
         if not self.stage.sparse:
@@ -64,4 +67,8 @@ class Denoise:
         with ctx:
             pred = self.model(x_in, t.to(dev) * 1000.0, cond.to(dev), **kwargs)
         pred = pred.feats if self.stage.sparse else pred
-        return F.mse_loss(pred.float(), target)
+        if weights is None:
+            return F.mse_loss(pred.float(), target)
+        rows = [o.tokens for o in objs] if self.stage.sparse else [1] * len(objs)
+        sums = torch.stack([part.sum() for part in torch.split((pred.float() - target).square(), rows)])
+        return (sums * torch.tensor(weights, dtype=sums.dtype, device=sums.device)).sum()

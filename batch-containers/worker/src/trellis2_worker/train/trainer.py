@@ -41,6 +41,7 @@ from trellis2_worker.train.denoise import Denoise, is_oom, pick_device, set_grad
 from trellis2_worker.train.ema import LoraEma
 from trellis2_worker.train.evaluation import HELD_OUT_SET, TRAIN_SET, evaluation_metrics, flow_losses
 from trellis2_worker.train.outputs import adapter_metadata, training_metrics, write_adapters, write_record
+from trellis2_worker.train.parallel import Ranks, current_ranks
 from trellis2_worker.train.recipe import ADAM_EPS, BETAS, P_UNCOND, WEIGHT_DECAY, AdaptiveGradClipper, Stage, sample_t
 from trellis2_worker.train.request import TrainingDiverged, TrainingInterrupted, TrainRequest
 from trellis2_worker.train.split import held_out_split
@@ -65,12 +66,15 @@ class Run:
     stop: dict = field(default_factory=dict)  # {"signal": n} once SIGTERM arrived
     on_step: Callable[[int, dict], None] | None = None
     ema: LoraEma | None = None
+    ranks: Ranks | None = None  # a data-parallel run (parallel.py); None: one process
 
     @property
     def peft_model(self):
         return self.denoise.model
 
     def save_checkpoint(self, step: int) -> None:
+        if self.ranks is not None and self.ranks.rank:
+            return  # rank 0 saves for all (they hold the same weights)
         self.checkpoints.save(step, self.peft_model, self.optimizer, self.clipper, self.log, self.ema)
 
 
@@ -134,7 +138,7 @@ def train(req: TrainRequest, base=None, on_step=None) -> dict:
             if req.ema_decay:
                 ema = LoraEma({n: p for n, p in peft_model.named_parameters() if p.requires_grad}, req.ema_decay)
             run = Run(req, stage, objects, conditioner, Denoise(stage, peft_model, device, autocast), optimizer,
-                      clipper, params, checkpoints, budget, on_step=on_step, ema=ema)
+                      clipper, params, checkpoints, budget, on_step=on_step, ema=ema, ranks=current_ranks())
             run.start, run.log = checkpoints.resume(peft_model, optimizer, clipper, ema)
 
             previous = None
@@ -148,6 +152,8 @@ def train(req: TrainRequest, base=None, on_step=None) -> dict:
             finally:
                 if previous is not None:
                     signal.signal(signal.SIGTERM, previous)
+            if run.ranks is not None and run.ranks.rank:
+                return {}  # rank 0 writes the outputs and evaluates
 
             metadata = adapter_metadata(req, key, base.model_id, base_sha, dataset_sha)
             files = write_adapters(req, peft_model, metadata, workdir / "out", ema)
@@ -183,8 +189,7 @@ def _evaluate(run: Run, sets: dict[str, list[TrainObject]]) -> dict:
         return {"evaluation_note": "evaluation off (--eval-objects 0)"}
     t0 = time.perf_counter()
     try:
-        losses = flow_losses(run.denoise, run.peft_model, run.conditioner, sets, run.req.eval_objects, run.ema,
-                             progress=run.req.progress)
+        losses = flow_losses(run.denoise, run.peft_model, run.conditioner, sets, run.req.eval_objects, run.ema)
         return {**evaluation_metrics(losses, run.req.ema_decay), "evaluation_s": round(time.perf_counter() - t0, 3)}
     except Exception as exc:  # noqa: BLE001 - a failed measurement must not lose the adapter that was trained
         message = f"{type(exc).__name__}: {one_line(exc)}"
@@ -272,6 +277,11 @@ def _print_metrics(denoiser: str, m: dict) -> None:
         print(f"train: {denoiser}: held-out generations failed: {m['held_out']['generation_error']}")
 
 
+def _diverged(step: int, value: float) -> TrainingDiverged:
+    return TrainingDiverged(f"training diverged at step {step + 1}: the loss is {value}; nothing was saved "
+                            f"(try a lower learning rate)")
+
+
 def _loop(run: Run) -> None:
     from tqdm import tqdm
 
@@ -289,6 +299,9 @@ def _loop(run: Run) -> None:
             eps = [torch.randn(o.x0.shape, generator=gen) for o in batch]
             drop = (torch.rand(len(batch), generator=gen) < P_UNCOND).tolist()
             groups = plan_micro_batches([o.tokens for o in batch], run.budget)
+            weights = None
+            if run.ranks is not None:  # this rank's share of the batch, each object weighted as `groups` weighs it
+                groups, weights = run.ranks.plan(batch, groups, run.budget)
             run.optimizer.zero_grad(set_to_none=True)
             total = 0.0
             for group in groups:
@@ -296,13 +309,21 @@ def _loop(run: Run) -> None:
                 cond = run.conditioner(objs, [views[i] for i in group])
                 keep = torch.tensor([0.0 if drop[i] else 1.0 for i in group]).view(-1, 1, 1)
                 cond = cond * keep.to(cond.device)  # dropped conditions become all zeros of the same length
-                loss = run.denoise.loss(objs, t[group], [eps[i] for i in group], cond) / len(groups)
+                if weights is None:
+                    loss = run.denoise.loss(objs, t[group], [eps[i] for i in group], cond) / len(groups)
+                else:
+                    loss = run.denoise.loss(objs, t[group], [eps[i] for i in group], cond, [weights[i] for i in group])
                 value = float(loss.detach())
                 if not math.isfinite(value):
-                    raise TrainingDiverged(f"training diverged at step {step + 1}: the loss is {value}; nothing was "
-                                           f"saved (try a lower learning rate)")
+                    raise _diverged(step, value)
                 loss.backward()
                 total += value
+            if run.ranks is not None:  # gradients, loss and stop requests summed over the ranks
+                total, stopped = run.ranks.reduce(run.params, total, bool(run.stop))
+                if not math.isfinite(total):
+                    raise _diverged(step, total)
+                if stopped:
+                    run.stop.setdefault("signal", signal.SIGTERM)
             norm = run.clipper(run.params)
             if math.isfinite(norm):
                 run.optimizer.step()

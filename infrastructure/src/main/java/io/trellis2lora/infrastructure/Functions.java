@@ -43,8 +43,8 @@ final class Functions extends Section {
             env.put("TRELLIS2_REQUESTS_BUCKET", storage.requests.getBucketName());
             env.put("TRELLIS2_PRESIGN_SECONDS", "3600");
             env.put("TRELLIS2_BASE_MODEL", baseModel);
-            // The only bucket an s3:// data_url may name: never the requests bucket, which every role can read.
-            env.put("TRELLIS2_DATA_BUCKETS", storage.uploads.getBucketName());
+            // The buckets an s3:// data_url may name: never the requests bucket, which every role can read.
+            env.put("TRELLIS2_DATA_BUCKETS", storage.dataBucketsEnvironment());
             // Quarkus reads the JVM options from here; tiered compilation level 1 starts Java faster.
             env.put("JAVA_TOOL_OPTIONS", "-XX:+TieredCompilation -XX:TieredStopAtLevel=1");
             byName.put(name, new Function(this, id + "Function", FunctionProps.builder()
@@ -161,6 +161,10 @@ final class Functions extends Section {
         allow(trigger, requests, write, "requests/*/request.json");
         listBucket(trigger, requests, uploads);
         stateMachine.grantStartExecution(trigger);
+
+        for (String fn : List.of("submit", "estimate", "prepare", "result")) {
+            storage.allowReadingExtraDataBuckets(get(fn));
+        }
 
         // webhook only consumes its queue (the event source grants that) and calls out over https.
     }

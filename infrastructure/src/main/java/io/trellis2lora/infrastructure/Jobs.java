@@ -154,6 +154,9 @@ final class Jobs extends Section {
                 "requests/*/adapters/*");
         listBucket(trainRole, storage.requests, storage.uploads);
 
+        storage.allowReadingExtraDataBuckets(preprocessRole);
+        storage.allowReadingExtraDataBuckets(trainRole);
+
         preprocess = jobDefinition("PreprocessJobDefinition", "preprocess", preprocessRepository, imageTag,
                 preprocessRole, jobLogs);
         train = jobDefinition("TrainJobDefinition", "train", trainRepository, imageTag, trainRole, jobLogs);

@@ -2,6 +2,7 @@ package io.trellis2lora.infrastructure;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
@@ -18,6 +19,10 @@ import java.util.TreeMap;
 import java.util.TreeSet;
 import java.util.regex.Pattern;
 import org.junit.jupiter.api.Test;
+import software.amazon.awscdk.App;
+import software.amazon.awscdk.AppProps;
+import software.amazon.awscdk.StackProps;
+import software.amazon.awscdk.assertions.Template;
 
 /** Assertions on the synthesised CloudFormation template: what a deployer would otherwise find out in AWS. */
 class StackTemplateTest {
@@ -248,6 +253,37 @@ class StackTemplateTest {
         assertTrue(sm.canOn("batch:SubmitJob", Synth.logicalId("AWS::Batch::JobQueue", "GpuJobQueue")));
         assertTrue(sm.canOn("batch:SubmitJob", Synth.logicalId(JOB_DEFINITION, "TrainJob")));
         assertFalse(sm.canObject("s3:GetObject", Synth.logicalId(BUCKET, "RequestsBucket"), "requests/r/result.json"));
+    }
+
+    @Test
+    void extraDataBucketsFromContextAreListedAndReadableByWhatReadsADataUrl() {
+        App app = new App(AppProps.builder().outdir(Synth.TARGET.resolve("cdk.out.extra").toString())
+                .context(Map.of(Storage.DATA_BUCKETS_CONTEXT, "my-assets, other.bucket")).build());
+        Trellis2Stack stack = new Trellis2Stack(app, "Trellis2LoraExtra", StackProps.builder().build(),
+                new Trellis2Stack.Sources(Trellis2Stack.FunctionCode.fromBucket(Synth.ARTIFACT_BUCKET, "release/"),
+                        Synth.ASL));
+        JsonNode resources = Synth.MAPPER.valueToTree(Template.fromStack(stack).toJSON()).path("Resources");
+        String submit = Synth.logicalId(FUNCTION, "SubmitFunction");
+        JsonNode env = resources.at("/" + submit + "/Properties/Environment/Variables/TRELLIS2_DATA_BUCKETS");
+        assertTrue(env.toString().contains(",my-assets,other.bucket"), env.toString());
+        assertTrue(Synth.mentions(env, Synth.logicalId(BUCKET, "UploadsBucket")), env.toString());
+        // Each role that reads a data_url may read the objects of both, and no other role may.
+        Set<String> readers = new TreeSet<>();
+        for (JsonNode policy : resources) {
+            if (!policy.path("Type").asText().equals("AWS::IAM::Policy")
+                    || !policy.at("/Properties/PolicyDocument").toString().contains(":s3:::other.bucket/*")) {
+                continue;
+            }
+            for (JsonNode role : policy.at("/Properties/Roles")) {
+                readers.add(role.path("Ref").asText().replaceAll("[0-9A-F]{8}$", ""));
+            }
+        }
+        assertEquals(6, readers.size(), readers.toString());
+        for (String who : List.of("SubmitFunction", "EstimateFunction", "PrepareFunction", "ResultFunction",
+                "PreprocessJobRole", "TrainJobRole")) {
+            assertTrue(readers.stream().anyMatch(r -> r.contains(who)), who + " in " + readers);
+        }
+        assertThrows(IllegalArgumentException.class, () -> Storage.dataBuckets("ok-bucket,Not_A_Bucket"));
     }
 
     @Test

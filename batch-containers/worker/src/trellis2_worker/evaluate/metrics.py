@@ -89,7 +89,10 @@ def nearest_surface(points: np.ndarray, mesh, samples: np.ndarray, sample_faces:
     from scipy.spatial import cKDTree
 
     k = min(candidates, len(samples))
-    _, idx = cKDTree(samples).query(points, k=k, workers=-1)
+    # Sliding-midpoint splits (not median): on clustered samples (a bad generation's few small scattered triangles)
+    # the median tree's queries were 11x slower (20 s vs 1.7 s at 100k); on whole surfaces the two are within ~30 %.
+    tree = cKDTree(samples, balanced_tree=False, compact_nodes=False)
+    _, idx = tree.query(points, k=k, workers=-1)
     idx = idx.reshape(len(points), k)
     triangles = np.asarray(mesh.triangles, np.float64)
     dist = np.empty(len(points))

@@ -81,7 +81,8 @@ final class Workflow extends Section {
                 jobs.preprocess.getJobDefinitionArn(), jobs.train.getJobDefinitionArn())));
         // DescribeJobs has no resource-level permissions. TerminateJob (what .sync calls on a stopped execution) is
         // limited to this stack's jobs: a job ARN names no queue, so the ASL tags each job it submits with the
-        // queue's ARN (trellis2-job-queue), tagging only those at SubmitJob, and only jobs so tagged may be stopped.
+        // queue's ARN (trellis2-job-queue; SubmitJob with tags is also authorised as TagResource, allowed for that
+        // tag and value only), and only jobs so tagged may be stopped.
         stateMachine.addToRolePolicy(statement(List.of("batch:DescribeJobs"), List.of("*")));
         String queue = jobs.queue.getJobQueueArn();
         stateMachine.addToRolePolicy(new PolicyStatement(PolicyStatementProps.builder().effect(Effect.ALLOW)
@@ -89,8 +90,7 @@ final class Workflow extends Section {
                 .conditions(Map.of("StringEquals", Map.of("aws:ResourceTag/" + JOB_QUEUE_TAG, queue))).build()));
         stateMachine.addToRolePolicy(new PolicyStatement(PolicyStatementProps.builder().effect(Effect.ALLOW)
                 .actions(List.of("batch:TagResource")).resources(List.of(arn("batch", "job/*")))
-                .conditions(Map.of("StringEquals", Map.of("batch:CreateAction", "SubmitJob",
-                        "aws:RequestTag/" + JOB_QUEUE_TAG, queue))).build()));
+                .conditions(Map.of("StringEquals", Map.of("aws:RequestTag/" + JOB_QUEUE_TAG, queue))).build()));
         stateMachine.addToRolePolicy(statement(List.of("events:PutTargets", "events:PutRule", "events:DescribeRule"),
                 List.of(arn("events", "rule/StepFunctionsGetEventsForBatchJobsRule"))));
     }

@@ -98,18 +98,30 @@ def _filtered_manifest(root: Path, wanted: set[str], dest: Path) -> None:
     (dest / MANIFEST).write_text(out.getvalue())
 
 
-def run(local: Path, work: Path, cache: IngestCache, *, render_size: int, workers: int, batch_size: int = 0) -> dict:
-    """Ingest every asset not yet cached; returns {found, objects: {sha: row}, failed, seconds: {sha: s}, dirs}."""
+def run(local: Path, work: Path, cache: IngestCache, *, render_size: int, workers: int, batch_size: int = 0,
+        only: dict[str, str] | None = None) -> dict:
+    """Ingest every asset not yet cached; returns {found, objects: {sha: row}, failed, seconds: {sha: s}, dirs}.
+    `only` ({file: sha256}, a shard of a plan: plan.py): those objects alone; the archive's other 3D files are
+    never hashed."""
     from trellis2_worker.ingest import discover
-    from trellis2_worker.ingest.discovery import list_files
+    from trellis2_worker.ingest.discovery import file_format, list_files
 
     work.mkdir(parents=True, exist_ok=True)
     root, files = _resolve(local, work)
     if files is None:
         files, _ = list_files(root)
+    if only is not None:
+        absent = sorted(set(only) - set(files))
+        if absent:
+            raise InputError(f"--objects-from: {len(absent)} planned object(s) are not in the input, e.g. {absent[0]}")
+        files = [f for f in files if file_format(f) is None or f in only]
     found = discover(root, files)
     if not found.assets:
         raise InputError("no supported 3D object in the input")
+    if only is not None:
+        for a in found.assets:
+            if only.get(a.local_path) != a.sha256:
+                raise InputError(f"--objects-from: {a.local_path} is not the object the plan names (other bytes)")
     todo = [a for a in found.assets if not cache.has(a.sha256)]
     batch_size = batch_size or max(4, 4 * max(1, workers))
     failed: list[dict] = []

@@ -24,6 +24,11 @@ def register(subparsers) -> None:
     p.add_argument("--input-record", default=None,
                    help="Prepare's record of the inspected input (bytes, sha256, entries, objects): the input must "
                    "be that archive (exit 2 otherwise)")
+    p.add_argument("--objects-from", default=None,
+                   help="a plan ({objects: [{file, sha256}...]}, e.g. a preprocess report): preprocess only its objects")
+    p.add_argument("--shard", default=None,
+                   help="I/N: only shard I (from 0) of N of the plan's objects, a contiguous block; each object's "
+                   "dataset members are the bytes a one-shard run writes")
     p.add_argument("--allow-other-base", action="store_true",
                    help="accept a preprocessed dataset made for another base model")
     p.set_defaults(func=run)
@@ -38,5 +43,5 @@ def run(args) -> dict:
         return preprocess(
             input_uri, args.resolution, args.base, args.output,
             render_size=args.render_size, workers=args.workers, cache_dir=args.cache_dir,
-            allow_other_base=args.allow_other_base,
+            allow_other_base=args.allow_other_base, objects_from=args.objects_from, shard=args.shard,
         )

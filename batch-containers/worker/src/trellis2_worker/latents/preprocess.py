@@ -191,12 +191,21 @@ def preprocess(
     cache_dir: str | Path | None = None,
     allow_other_base: bool = False,
     work_dir: str | Path | None = None,
+    objects_from: str | None = None,
+    shard: str | None = None,
 ) -> dict:
-    """The `preprocess` command; returns the report."""
+    """The `preprocess` command; returns the report. `objects_from` (a plan) and `shard` ("I/N"): plan.py."""
     from trellis2_worker import storage
 
     if resolution not in layout.RESOLUTIONS:
         raise InputError(f"resolution must be one of {list(layout.RESOLUTIONS)}, got {resolution}")
+    if shard is not None and objects_from is None:
+        raise InputError("--shard needs --objects-from (the plan the shards are cut from)")
+    only = None
+    if objects_from is not None:
+        from trellis2_worker.latents.plan import shard_objects
+
+        only = shard_objects(objects_from, shard)
     t_start = time.perf_counter()
     own_work = work_dir is None
     work = Path(work_dir or tempfile.mkdtemp(prefix="trellis2-preprocess-"))
@@ -207,13 +216,17 @@ def preprocess(
         if kind == "mixed":
             raise InputError("archive mixes raw 3D assets with a preprocessed dataset; send one or the other")
         if kind == "dataset":
+            if only is not None:
+                raise InputError("--objects-from applies to raw assets, not to a preprocessed dataset")
             base_id = _base_model_id(base)
             report = reuse_dataset(local, resolution, base_id, allow_other_base)
             if local.is_dir():
                 raise InputError("a preprocessed dataset must be given as a .zip to be passed through")
             storage.upload_file(local, output_uri)  # unchanged bytes: the same dataset key downstream
         else:
-            report = _preprocess_raw(local, resolution, base, output_uri, render_size, workers, cache_dir, work)
+            report = _preprocess_raw(local, resolution, base, output_uri, render_size, workers, cache_dir, work, only)
+            if only is not None:
+                report["shard"] = {"plan": objects_from, "shard": shard or "0/1", "objects": len(only)}
         report["output"] = output_uri
         report["seconds"] = round(time.perf_counter() - t_start, 3)
         # run details live here, never in the dataset (its bytes depend only on its objects)
@@ -234,7 +247,8 @@ def _base_model_id(base: str) -> str:
     return base
 
 
-def _preprocess_raw(local: Path, resolution, base, output_uri, render_size, workers, cache_dir, work: Path) -> dict:
+def _preprocess_raw(local: Path, resolution, base, output_uri, render_size, workers, cache_dir, work: Path,
+                    only: dict[str, str] | None = None) -> dict:
     from trellis2_worker import storage
     from trellis2_worker.latents import _ingest
     import torch
@@ -246,7 +260,7 @@ def _preprocess_raw(local: Path, resolution, base, output_uri, render_size, work
     timings: dict[str, float] = {}
     t = time.perf_counter()
     icache = _ingest.IngestCache(cache_root, render_size)
-    ing = _ingest.run(local, work / "ingest", icache, render_size=render_size, workers=workers)
+    ing = _ingest.run(local, work / "ingest", icache, render_size=render_size, workers=workers, only=only)
     timings["ingest_s"] = time.perf_counter() - t
     failed = list(ing["failed"])
 

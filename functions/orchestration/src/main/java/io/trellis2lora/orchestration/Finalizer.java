@@ -153,7 +153,11 @@ public final class Finalizer {
         }
 
         List<Denoiser> succeeded = adapters.stream().map(Adapter::denoiser).toList();
-        PriceBreakdown charge = Pricing.charge(request, objects, reused, succeeded);
+        JsonNode preprocessed = plan != null && plan.needsPreprocess() ? report(Keys.preprocessReport(requestId)) : null;
+        Integer processed = preprocessed == null || !preprocessed.path("objects_succeeded").canConvertToInt() ? null
+                : preprocessed.get("objects_succeeded").asInt();
+        Integer refused = processed == null ? null : preprocessed.path("objects_failed").asInt(0);
+        PriceBreakdown charge = Pricing.charge(request, objects, reused, succeeded, processed, refused);
         TrainingResult result = new TrainingResult(adapters, failed, dataset);
         store.write(StorageLayout.resultJson(requestId), Json.pretty(result).getBytes(), "application/json");
         store.write(Keys.charge(requestId), Json.pretty(charge).getBytes(), "application/json");
@@ -290,6 +294,19 @@ public final class Finalizer {
         }
         String url = Json.MAPPER.readTree(json.get()).path("url").asText("");
         return url.isBlank() ? Optional.empty() : Optional.of(url);
+    }
+
+    /** A worker's report as JSON, or null when there is none or it is not JSON. */
+    private JsonNode report(String key) throws IOException {
+        Optional<byte[]> report = store.read(key);
+        if (report.isEmpty()) {
+            return null;
+        }
+        try {
+            return Json.MAPPER.readTree(report.get());
+        } catch (IOException e) {
+            return null;
+        }
     }
 
     /** The worker's report: {"error": "..."} on failure. */

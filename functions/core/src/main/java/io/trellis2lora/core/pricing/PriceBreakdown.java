@@ -21,12 +21,24 @@ public record PriceBreakdown(
         @JsonProperty("total") BigDecimal total,
         @JsonProperty("provisional") Boolean provisional) {
 
+    /**
+     * @param processedObjects in a final charge, the objects that preprocessing turned into the dataset (absent in an
+     *                         estimate, and when preprocessing did not run or left no report)
+     * @param refusedObjects   in a final charge, the objects preprocessing refused (each with its reason in its report)
+     */
     public record Preparation(
             @JsonProperty("objects") int objects,
             @JsonProperty("billed_objects") int billedObjects,
             @JsonProperty("rate_per_object") BigDecimal ratePerObject,
             @JsonProperty("reused_dataset") boolean reusedDataset,
-            @JsonProperty("amount") BigDecimal amount) {
+            @JsonProperty("amount") BigDecimal amount,
+            @JsonProperty("processed_objects") Integer processedObjects,
+            @JsonProperty("refused_objects") Integer refusedObjects) {
+
+        public Preparation(int objects, int billedObjects, BigDecimal ratePerObject, boolean reusedDataset,
+                           BigDecimal amount) {
+            this(objects, billedObjects, ratePerObject, reusedDataset, amount, null, null);
+        }
     }
 
     public record Stage(

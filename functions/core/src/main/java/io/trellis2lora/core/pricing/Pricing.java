@@ -39,15 +39,26 @@ public final class Pricing {
         return new PriceBreakdown(p.currency(), p.preparation(), p.stages(), p.subtotal(), p.total(), true);
     }
 
-    /** The final charge: preparation plus only the stages that succeeded, in request order. */
+    /** The final charge: preparation plus only the stages that succeeded, in request order (nothing if none did). */
     public static PriceBreakdown charge(TrainingRequest request, int objects, boolean reusedDataset,
             Collection<Denoiser> succeeded) {
+        return charge(request, objects, reusedDataset, succeeded, null, null);
+    }
+
+    /**
+     * The final charge with what preprocessing did ({@code processed}/{@code refused} objects, null when unknown). A
+     * request with no stage that succeeded (preparation or preprocessing failed, or every stage did) gave the caller
+     * nothing: it is charged nothing, its preparation included.
+     */
+    public static PriceBreakdown charge(TrainingRequest request, int objects, boolean reusedDataset,
+            Collection<Denoiser> succeeded, Integer processed, Integer refused) {
         if (objects < 0) {
             throw new IllegalArgumentException("object count cannot be negative: " + objects);
         }
-        int billed = reusedDataset ? 0 : Math.max(MINIMUM_BILLED_OBJECTS, objects);
+        int billed = reusedDataset || succeeded.isEmpty() ? 0 : Math.max(MINIMUM_BILLED_OBJECTS, objects);
         BigDecimal prep = RATE_PER_OBJECT.multiply(BigDecimal.valueOf(billed));
-        var preparation = new PriceBreakdown.Preparation(objects, billed, RATE_PER_OBJECT, reusedDataset, clean(prep));
+        var preparation = new PriceBreakdown.Preparation(objects, billed, RATE_PER_OBJECT, reusedDataset, clean(prep),
+                processed, refused);
         BigDecimal rankMul = rankMultiplier(request.rank());
         BigDecimal resMul = resolutionMultiplier(request.resolution());
         List<PriceBreakdown.Stage> stages = new ArrayList<>();

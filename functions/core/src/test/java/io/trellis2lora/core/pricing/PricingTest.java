@@ -62,7 +62,11 @@ class PricingTest {
         assertEquals(List.of(Denoiser.SPARSE_STRUCTURE, Denoiser.TEXTURE),
                 p.stages().stream().map(PriceBreakdown.Stage::denoiser).toList());
         assertEquals(new BigDecimal("25.43"), p.total()); // 2.0046 + 16.674 + 6.756 = 25.4346
-        PriceBreakdown none = Pricing.charge(request(ALL, 2000, 32, 512), 20, false, List.of());
-        assertEquals(new BigDecimal("2.00"), none.total());
+        // No stage succeeded (preprocessing failed, or every stage did): nothing at all, preparation included.
+        PriceBreakdown none = Pricing.charge(request(ALL, 2000, 32, 512), 20, false, List.of(), 18, 2);
+        assertEquals(0, none.total().signum());
+        assertEquals(0, none.preparation().billedObjects());
+        assertEquals(18, none.preparation().processedObjects());
+        assertEquals(2, none.preparation().refusedObjects());
     }
 }

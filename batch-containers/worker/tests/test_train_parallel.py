@@ -2,7 +2,11 @@
 one process: same objects per step, same weighting, within float32 rounding; rank 0 alone writes the files."""
 
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -96,3 +100,26 @@ def test_the_weights_give_the_one_process_loss():
     batch = [O(3), O(1), O(2)]
     _, w = Ranks(0, 2).plan(batch, [[0, 1], [2]], budget=10)
     assert w == pytest.approx([1 / (2 * 8), 1 / (2 * 8), 1 / (2 * 4)])
+
+
+@pytest.mark.skipif(not os.environ.get("TRELLIS2_SLOW_TESTS"), reason="TRELLIS2_SLOW_TESTS=1: two spawned runs")
+def test_a_stopped_data_parallel_run_saves_once_exits_143_and_resumes(dataset, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    out = tmp_path / "geometry.safetensors"
+    cmd = [sys.executable, "-m", "trellis2_worker", "train", "--dataset", str(dataset), "--denoiser", "geometry",
+           "--base", "tiny", "--training-steps", "40", "--batch-size", "4", "--rank", "4", "--output", str(out),
+           "--device", "cpu", "--world-size", "2", "--backend", "gloo", "--checkpoint-every", "1",
+           "--eval-objects", "0", "--held-out-fraction", "0", "--no-progress"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ckpt = tmp_path / "geometry.checkpoint.safetensors"
+    deadline = time.time() + 300
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    assert ckpt.exists(), proc.communicate()[0][-2000:]
+    proc.send_signal(signal.SIGTERM)  # to the worker only, as Batch does: it forwards to its ranks
+    log = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 143, log[-2000:]
+    assert "checkpoint saved" in log and ckpt.exists() and not out.exists()
+    done = subprocess.run(cmd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
+    assert done.returncode == 0 and "resuming from step" in done.stdout, done.stdout[-2000:]
+    assert out.exists() and not ckpt.exists()

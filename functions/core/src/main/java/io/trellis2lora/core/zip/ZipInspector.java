@@ -147,7 +147,7 @@ public final class ZipInspector {
 
     /** One central-directory record, with ZIP64 sizes resolved. */
     record Entry(String name, int nameLength, int madeBy, int flags, int method, long compressedSize,
-            long uncompressedSize, long externalAttributes, long localHeaderOffset) {
+            long uncompressedSize, long externalAttributes, long localHeaderOffset, long crc32) {
 
         boolean isSymlink() {
             int host = madeBy >>> 8;
@@ -168,6 +168,7 @@ public final class ZipInspector {
         int madeBy = u16(h, 4);
         int flags = u16(h, 8);
         int method = u16(h, 10);
+        long crc = u32(h, 16);
         long comp = u32(h, 20);
         long uncomp = u32(h, 24);
         int nameLen = u16(h, 28);
@@ -206,7 +207,7 @@ public final class ZipInspector {
         if (uncomp < 0 || comp < 0 || offset < 0) {
             throw corrupt("entry '" + name + "' has an impossible size or offset");
         }
-        return new Entry(name, nameLen, madeBy, flags, method, comp, uncomp, external, offset);
+        return new Entry(name, nameLen, madeBy, flags, method, comp, uncomp, external, offset, crc);
     }
 
     /** Accumulates the per-entry verdicts so that every unsafe entry is named in one refusal. */
@@ -214,6 +215,11 @@ public final class ZipInspector {
         final List<String> unsafe = new ArrayList<>();
         int unsafeCount;
         final List<String> objectPaths = new ArrayList<>();
+        /**
+         * The objects' contents as the central directory tells them (CRC-32 and size): byte-identical files are one
+         * object to the worker (it merges them by hash), so they are counted (and billed) once, without reading them.
+         */
+        final Set<String> contents = new HashSet<>();
         long uncompressed;
         Entry prepared;
         List<String> preparedElsewhere = new ArrayList<>();
@@ -254,7 +260,8 @@ public final class ZipInspector {
                 if (parts.size() <= ArchiveRules.PREPARED_DATASET_MAX_DEPTH
                         && (prepared == null || name.length() < prepared.name().length())) {
                     prepared = new Entry(name, e.nameLength(), e.madeBy(), e.flags(), e.method(),
-                            e.compressedSize(), e.uncompressedSize(), e.externalAttributes(), e.localHeaderOffset());
+                            e.compressedSize(), e.uncompressedSize(), e.externalAttributes(), e.localHeaderOffset(),
+                            e.crc32());
                 } else {
                     preparedElsewhere.add(name);
                 }
@@ -262,6 +269,7 @@ public final class ZipInspector {
             }
             if (ArchiveRules.isObject(canonical)) {
                 objectPaths.add(canonical);
+                contents.add(e.crc32() + ":" + e.uncompressedSize());
             }
         }
 
@@ -290,7 +298,7 @@ public final class ZipInspector {
                         new java.math.BigDecimal(MAX_UNCOMPRESSED_BYTES / GB).stripTrailingZeros().toPlainString()));
             }
             objectPaths.sort(null);
-            int objects = objectPaths.size();
+            int objects = contents.size();
             if (prepared != null && objects > 0) {
                 throw new InputRefusedException("archive mixes " + objects + " raw 3D objects with a preprocessed "
                         + "dataset (" + prepared.name() + "); send either raw assets or a preprocessed dataset");

@@ -16,8 +16,9 @@ import sys
 from trellis2_worker import __version__
 from trellis2_worker.errors import InputError, one_line
 
-# Stage packages in pipeline order; each contributes its subcommands when it has a `cli` module.
-STAGES = ("ingest", "ovoxel", "models", "latents", "formats", "train", "generate", "evaluate")
+# Stage packages in dependency order (each imports only those before it: train evaluates with generate, generate
+# loads adapters with formats); each contributes its subcommands when it has a `cli` module.
+STAGES = ("ingest", "ovoxel", "models", "latents", "formats", "generate", "evaluate", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:

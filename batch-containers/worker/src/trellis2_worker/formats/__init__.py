@@ -1,6 +1,7 @@
 """The adapter file formats: the native file training writes (PEFT keys in safetensors with a self-describing
 header), and what `convert` makes of it: a PEFT directory, a ComfyUI-native LoRA file, and a merged base
-(the adapter folded into the flow checkpoint, in the official layout). docs/adapter-formats.md describes each."""
+(the adapter folded into the flow checkpoint, in the official layout). docs/adapter-formats.md describes each.
+`load_adapter` puts a native adapter back on a flow model (training, generation and evaluation all use it)."""
 
 TARGETS = ("peft", "comfyui", "merged")  # what `convert --to` makes
 
@@ -14,6 +15,7 @@ _EXPORTS = {
     "write_comfyui": "comfyui",
     "merge_state": "merged", "write_merged_base": "merged",
     "convert": "conversion",
+    "attach": "loading", "load_adapter": "loading", "lora_config": "loading",
 }
 
 
@@ -27,6 +29,6 @@ def __getattr__(name):
 
 __all__ = [
     "COMFYUI_FORMAT", "COMFYUI_SUBMODELS", "FORMAT", "FORMAT_VERSION", "NativeAdapter", "TARGETS", "adapter_state",
-    "comfyui_submodel", "convert", "merge_state", "read_adapter_metadata", "read_native", "save_adapter",
-    "target_regex", "write_comfyui", "write_merged_base", "write_peft_dir",
+    "attach", "comfyui_submodel", "convert", "load_adapter", "lora_config", "merge_state", "read_adapter_metadata",
+    "read_native", "save_adapter", "target_regex", "write_comfyui", "write_merged_base", "write_peft_dir",
 ]

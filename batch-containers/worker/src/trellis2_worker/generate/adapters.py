@@ -117,7 +117,7 @@ def adapters_applied(pipeline, adapters: list[CheckedAdapter]):
         return
     from peft.tuners.lora import LoraLayer
 
-    from trellis2_worker.train import load_adapter
+    from trellis2_worker.formats import load_adapter
 
     wrapped = []
     try:

@@ -220,6 +220,18 @@ public final class ZipInspector {
          * object to the worker (it merges them by hash), so they are counted (and billed) once, without reading them.
          */
         final Set<String> contents = new HashSet<>();
+
+        /**
+         * A glTF, GLB or OBJ may name other files (buffers, textures, .mtl), which the worker's key includes: two
+         * copies of one such file are surely one object only in the same folder, where their names resolve alike.
+         */
+        private static String contentKey(String canonical, Entry e) {
+            String lower = canonical.toLowerCase(Locale.ROOT);
+            boolean refers = lower.endsWith(".gltf") || lower.endsWith(".glb") || lower.endsWith(".obj");
+            int slash = canonical.lastIndexOf('/');
+            String folder = refers && slash >= 0 ? canonical.substring(0, slash) : "";
+            return e.crc32() + ":" + e.uncompressedSize() + (refers ? ":" + folder : "");
+        }
         long uncompressed;
         Entry prepared;
         List<String> preparedElsewhere = new ArrayList<>();
@@ -269,7 +281,7 @@ public final class ZipInspector {
             }
             if (ArchiveRules.isObject(canonical)) {
                 objectPaths.add(canonical);
-                contents.add(e.crc32() + ":" + e.uncompressedSize());
+                contents.add(contentKey(canonical, e));
             }
         }
 

@@ -33,4 +33,21 @@ class DuplicateObjectsTest {
         assertEquals(List.of("a.stl", "b.stl", "copy/a.stl", "copy/again.stl"), got.objectPaths());
         assertEquals(2, got.inspection().objects(), "three copies of one file and another file");
     }
+
+    @Test
+    void copiesOfAnObjThatNamesOtherFilesCountOnceOnlyInOneFolder() throws Exception {
+        Path zip = dir.resolve("obj.zip");
+        String obj = "mtllib m.mtl\nv 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n";
+        try (ZipOutputStream z = new ZipOutputStream(Files.newOutputStream(zip))) {
+            for (String[] e : List.of(new String[] {"red/a.obj", obj}, new String[] {"red/b.obj", obj},
+                    new String[] {"red/m.mtl", "newmtl red\nKd 1 0 0\n"}, new String[] {"blue/a.obj", obj},
+                    new String[] {"blue/m.mtl", "newmtl blue\nKd 0 0 1\n"})) {
+                z.putNextEntry(new ZipEntry(e[0]));
+                z.write(e[1].getBytes(StandardCharsets.UTF_8));
+                z.closeEntry();
+            }
+        }
+        // red/a.obj and red/b.obj are one object (same bytes, same m.mtl); blue/a.obj has another m.mtl.
+        assertEquals(2, ZipInspector.inspect(new FileRangeSource(zip), null).objects());
+    }
 }

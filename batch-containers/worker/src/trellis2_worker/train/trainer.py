@@ -189,7 +189,8 @@ def _evaluate(run: Run, sets: dict[str, list[TrainObject]]) -> dict:
         return {"evaluation_note": "evaluation off (--eval-objects 0)"}
     t0 = time.perf_counter()
     try:
-        losses = flow_losses(run.denoise, run.peft_model, run.conditioner, sets, run.req.eval_objects, run.ema)
+        losses = flow_losses(run.denoise, run.peft_model, run.conditioner, sets, run.req.eval_objects, run.ema,
+                             progress=run.req.progress)
         return {**evaluation_metrics(losses, run.req.ema_decay), "evaluation_s": round(time.perf_counter() - t0, 3)}
     except Exception as exc:  # noqa: BLE001 - a failed measurement must not lose the adapter that was trained
         message = f"{type(exc).__name__}: {one_line(exc)}"

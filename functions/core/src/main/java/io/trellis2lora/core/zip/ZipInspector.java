@@ -13,9 +13,12 @@ import java.nio.charset.Charset;
 import java.nio.charset.CodingErrorAction;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
+import java.util.Collection;
+import java.util.HashMap;
 import java.util.HashSet;
 import java.util.List;
 import java.util.Locale;
+import java.util.Map;
 import java.util.Set;
 import java.util.TreeSet;
 import java.util.zip.DataFormatException;
@@ -36,6 +39,8 @@ public final class ZipInspector {
     public static final long MAX_UNCOMPRESSED_BYTES = ArchiveRules.MAX_UNCOMPRESSED_BYTES;
     public static final Set<String> OBJECT_EXTENSIONS = ArchiveRules.OBJECT_EXTENSIONS;
     public static final String PREPARED_DATASET = ArchiveRules.PREPARED_DATASET_FILE;
+    /** The worker's optional object list at the archive's root (ingest/discovery.py). */
+    public static final String MANIFEST = "manifest.csv";
     private static final long MB = 1024 * 1024;
     private static final double GB = 1024.0 * 1024 * 1024;
 
@@ -219,7 +224,8 @@ public final class ZipInspector {
          * The objects' contents as the central directory tells them (CRC-32 and size): byte-identical files are one
          * object to the worker (it merges them by hash), so they are counted (and billed) once, without reading them.
          */
-        final Set<String> contents = new HashSet<>();
+        final Map<String, String> contents = new HashMap<>();  // object path -> its content key
+        Entry manifest;
 
         /**
          * A glTF, GLB or OBJ may name other files (buffers, textures, .mtl), which the worker's key includes: two
@@ -231,6 +237,36 @@ public final class ZipInspector {
             int slash = canonical.lastIndexOf('/');
             String folder = refers && slash >= 0 ? canonical.substring(0, slash) : "";
             return e.crc32() + ":" + e.uncompressedSize() + (refers ? ":" + folder : "");
+        }
+
+        /**
+         * The content keys of the objects manifest.csv's {@code file} column names, matched as the worker matches
+         * them (exact path, else case-insensitively; "./" and backslashes dropped): only those are processed.
+         */
+        private List<String> selected(List<List<String>> rows) {
+            if (rows.isEmpty() || !rows.get(0).stream().map(String::strip).toList().contains("file")) {
+                throw new InputRefusedException(MANIFEST + " has no 'file' column");
+            }
+            int column = rows.get(0).stream().map(String::strip).toList().indexOf("file");
+            Map<String, String> lower = new HashMap<>();
+            for (String path : objectPaths) {
+                lower.putIfAbsent(path.toLowerCase(Locale.ROOT), path);
+            }
+            List<String> keys = new ArrayList<>();
+            for (List<String> row : rows.subList(1, rows.size())) {
+                String name = column < row.size() ? row.get(column).strip().replace('\\', '/') : "";
+                while (name.startsWith("./")) {
+                    name = name.substring(2);
+                }
+                String actual = contents.containsKey(name) ? name : lower.get(name.toLowerCase(Locale.ROOT));
+                if (!name.isEmpty() && actual != null) {
+                    keys.add(contents.get(actual));
+                }
+            }
+            if (keys.isEmpty()) {
+                throw new InputRefusedException(MANIFEST + " names no supported 3D object in the archive");
+            }
+            return keys;
         }
         long uncompressed;
         Entry prepared;
@@ -267,6 +303,10 @@ public final class ZipInspector {
                 return;
             }
             String base = parts.get(parts.size() - 1);
+            if (parts.size() == 1 && base.equals(MANIFEST)) {
+                manifest = e;
+                return;
+            }
             if (base.equals(PREPARED_DATASET)) {
                 // At the root, or under one top folder (a zipped dataset directory).
                 if (parts.size() <= ArchiveRules.PREPARED_DATASET_MAX_DEPTH
@@ -281,7 +321,7 @@ public final class ZipInspector {
             }
             if (ArchiveRules.isObject(canonical)) {
                 objectPaths.add(canonical);
-                contents.add(contentKey(canonical, e));
+                contents.put(canonical, contentKey(canonical, e));
             }
         }
 
@@ -310,7 +350,11 @@ public final class ZipInspector {
                         new java.math.BigDecimal(MAX_UNCOMPRESSED_BYTES / GB).stripTrailingZeros().toPlainString()));
             }
             objectPaths.sort(null);
-            int objects = contents.size();
+            Collection<String> billed = contents.values();
+            if (manifest != null && prepared == null && !objectPaths.isEmpty()) {
+                billed = selected(manifestRows(src, manifest));
+            }
+            int objects = new HashSet<>(billed).size();
             if (prepared != null && objects > 0) {
                 throw new InputRefusedException("archive mixes " + objects + " raw 3D objects with a preprocessed "
                         + "dataset (" + prepared.name() + "); send either raw assets or a preprocessed dataset");
@@ -396,6 +440,79 @@ public final class ZipInspector {
         if (e.compressedSize() > MAX_PREPARED_JSON || e.uncompressedSize() > MAX_PREPARED_JSON) {
             throw new InputRefusedException(e.name() + " is over 64 MB; not a prepared_dataset.json this tool wrote");
         }
+        byte[] json = readEntry(src, e);
+        try {
+            JsonNode doc = Json.MAPPER.readTree(json);
+            if (doc == null || !doc.isObject()) {
+                throw new InputRefusedException(e.name() + " is not a JSON object");
+            }
+            return doc;
+        } catch (IOException ex) {
+            throw new InputRefusedException(e.name() + " is not valid JSON");
+        }
+    }
+
+    /** manifest.csv's records (header first), read by ranged reads of its entry alone. */
+    private static List<List<String>> manifestRows(RangeSource src, Entry e) throws IOException {
+        if (e.compressedSize() > MAX_PREPARED_JSON || e.uncompressedSize() > MAX_PREPARED_JSON) {
+            throw new InputRefusedException(MANIFEST + " is over 64 MB");
+        }
+        String text = new String(readEntry(src, e), StandardCharsets.UTF_8);
+        return csvRecords(text.startsWith("\uFEFF") ? text.substring(1) : text);
+    }
+
+    /**
+     * RFC 4180 records as Python's csv module reads them (quoted fields, doubled quotes, CRLF); by hand because core
+     * has no CSV library and a manifest needs nothing more.
+     */
+    static List<List<String>> csvRecords(String text) {
+        List<List<String>> rows = new ArrayList<>();
+        List<String> row = new ArrayList<>();
+        StringBuilder field = new StringBuilder();
+        boolean quoted = false;
+        boolean any = false;
+        for (int i = 0; i < text.length(); i++) {
+            char c = text.charAt(i);
+            if (quoted) {
+                if (c == '"' && i + 1 < text.length() && text.charAt(i + 1) == '"') {
+                    field.append('"');
+                    i++;
+                } else if (c == '"') {
+                    quoted = false;
+                } else {
+                    field.append(c);
+                }
+            } else if (c == '"') {
+                quoted = true;
+                any = true;
+            } else if (c == ',') {
+                row.add(field.toString());
+                field.setLength(0);
+                any = true;
+            } else if (c == '\n' || c == '\r') {
+                if (c == '\r' && i + 1 < text.length() && text.charAt(i + 1) == '\n') {
+                    i++;
+                }
+                if (any || !field.isEmpty()) {
+                    row.add(field.toString());
+                    rows.add(row);
+                }
+                row = new ArrayList<>();
+                field.setLength(0);
+                any = false;
+            } else {
+                field.append(c);
+            }
+        }
+        if (any || !field.isEmpty()) {
+            row.add(field.toString());
+            rows.add(row);
+        }
+        return rows;
+    }
+
+    /** An entry's bytes (stored or deflated), its local header and data read by ranged reads. */
+    private static byte[] readEntry(RangeSource src, Entry e) throws IOException {
         // One ranged read for header and data: the local name is as long as the central one, and its extra
         // field is rarely over 1 KiB; a longer one costs a second read.
         long start = e.localHeaderOffset();
@@ -416,21 +533,12 @@ public final class ZipInspector {
         byte[] raw = skip + e.compressedSize() <= head.length
                 ? java.util.Arrays.copyOfRange(head, skip, skip + (int) e.compressedSize())
                 : src.read(dataStart, (int) e.compressedSize());
-        byte[] json = switch (e.method()) {
+        return switch (e.method()) {
             case 0 -> raw;
             case 8 -> inflate(raw, e);
             default -> throw new InputRefusedException(e.name() + " uses zip compression method " + e.method()
                     + "; only stored and deflate are supported");
         };
-        try {
-            JsonNode doc = Json.MAPPER.readTree(json);
-            if (doc == null || !doc.isObject()) {
-                throw new InputRefusedException(e.name() + " is not a JSON object");
-            }
-            return doc;
-        } catch (IOException ex) {
-            throw new InputRefusedException(e.name() + " is not valid JSON");
-        }
     }
 
     private static ZipInspection.PreparedDataset preparedInfo(String path, JsonNode doc) {

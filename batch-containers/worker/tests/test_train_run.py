@@ -209,6 +209,10 @@ def test_the_command_writes_the_adapter_and_report(dataset, tmp_path):
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["lora_file"]["file_name"] == "geometry.safetensors" and out.exists()
     assert json.loads((tmp_path / "adapters" / "geometry.json").read_text())["metrics"] == report["metrics"]
+    # The orchestrator keeps the report as the adapter record, so it is the record: no local paths beside its files.
+    assert report == json.loads((tmp_path / "adapters" / "geometry.json").read_text())
+    assert {report["loss_log_file"]["file_name"], report["loss_curve_file"]["file_name"]} == {
+        "geometry.loss.jsonl", "geometry.loss.png"}
     assert "3/3" in r.stderr and "loss=" in r.stderr  # the progress bar
     # and the evaluation's, counted to the end (base and adapted on each set's object)
     assert any("evaluate flow loss" in line and "100%" in line for line in r.stderr.replace("\r", "\n").splitlines())

@@ -69,13 +69,13 @@ def run(args: argparse.Namespace) -> dict:
     from trellis2_worker.ingest import recorded_input
     from trellis2_worker.train.parallel import resolve_world_size, train_data_parallel
     from trellis2_worker.train.request import TrainRequest
-    from trellis2_worker.train.trainer import train
+    from trellis2_worker.train.trainer import RUN_DETAILS, train
 
     # A user's preprocessed dataset must be the bytes Prepare inspected (fetched once, checked, then trained on).
     with recorded_input(args.dataset, args.dataset_record) as dataset:
         world_size = resolve_world_size(args.world_size, args.device)
         run_it = train if world_size == 1 else (lambda r: train_data_parallel(r, world_size, args.backend))
-        return run_it(TrainRequest(
+        report = run_it(TrainRequest(
             dataset=dataset, denoiser=args.denoiser, resolution=args.resolution, rank=args.rank,
             learning_rate=args.learning_rate, training_steps=args.training_steps, output=args.output,
             base=args.base, batch_size=args.batch_size, max_tokens_per_micro_batch=args.max_tokens_per_micro_batch,
@@ -83,3 +83,5 @@ def run(args: argparse.Namespace) -> dict:
             gradient_checkpointing=args.gradient_checkpointing, eval_objects=args.eval_objects,
             held_out_fraction=args.held_out_fraction, ema_decay=args.ema_decay, eval_samples=args.eval_samples,
             condition_cache_gb=args.condition_cache_gb, progress=args.progress))
+    # The report goes where the record is (the orchestrator reads one file per stage): the record, nothing more.
+    return {k: v for k, v in report.items() if k not in RUN_DETAILS}

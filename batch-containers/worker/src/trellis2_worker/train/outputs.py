@@ -61,9 +61,8 @@ def plot_losses(log: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def _file_ref(url: str, path: Path) -> dict:
-    return {"url": url, "content_type": "application/octet-stream", "file_name": Path(url).name,
-            "file_size": path.stat().st_size}
+def _file_ref(url: str, path: Path, content_type: str = "application/octet-stream") -> dict:
+    return {"url": url, "content_type": content_type, "file_name": Path(url).name, "file_size": path.stat().st_size}
 
 
 def write_adapters(req: TrainRequest, peft_model, metadata: dict, out_dir: Path, ema=None) -> dict:
@@ -92,14 +91,21 @@ def write_adapters(req: TrainRequest, peft_model, metadata: dict, out_dir: Path,
 
 
 def write_record(req: TrainRequest, files: dict, log: list[dict], metrics: dict, out_dir: Path) -> dict:
-    """Writes the record, loss log and curve under `out_dir`, uploads each beside `req.output`, and returns the record
-    plus where each file went. `files`: what `write_adapters` returned."""
+    """Writes the loss log, its curve and the record under `out_dir`, uploads each beside `req.output`, and returns
+    the record: the adapter entry of result.json (`files`: what `write_adapters` returned; the loss log and curve
+    join them as file objects, so the result hands them out like the adapter)."""
     from trellis2_worker import storage
 
     out_dir.mkdir(exist_ok=True)
     (out_dir / "loss.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
     plot_losses(log, out_dir / "loss.png", f"{req.denoiser} LoRA r{req.rank}, lr {req.learning_rate:g}, "
                                             f"{req.resolution}")
+    loss_files = {"loss_log_file": (".loss.jsonl", "loss.jsonl", "application/x-ndjson"),
+                  "loss_curve_file": (".loss.png", "loss.png", "image/png")}
+    for field, (suffix, local, content_type) in loss_files.items():
+        uri = sibling(req.output, suffix)
+        storage.upload_file(out_dir / local, uri)
+        files = {**files, field: _file_ref(uri, out_dir / local, content_type)}
     record = {
         "denoiser": req.denoiser,
         "resolution": req.resolution,
@@ -114,7 +120,4 @@ def write_record(req: TrainRequest, files: dict, log: list[dict], metrics: dict,
     record_path = out_dir / "record.json"
     record_path.write_text(json.dumps(record, indent=2) + "\n")
     storage.upload_file(record_path, sibling(req.output, ".json"))
-    storage.upload_file(out_dir / "loss.jsonl", sibling(req.output, ".loss.jsonl"))
-    storage.upload_file(out_dir / "loss.png", sibling(req.output, ".loss.png"))
-    return {**record, "adapter_record": sibling(req.output, ".json"),
-            "loss_log": sibling(req.output, ".loss.jsonl"), "loss_curve": sibling(req.output, ".loss.png")}
+    return record

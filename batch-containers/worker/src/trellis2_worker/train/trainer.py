@@ -46,6 +46,10 @@ from trellis2_worker.train.recipe import ADAM_EPS, BETAS, P_UNCOND, WEIGHT_DECAY
 from trellis2_worker.train.request import TrainingDiverged, TrainingInterrupted, TrainRequest
 from trellis2_worker.train.split import held_out_split
 
+# What `train` returns beside the record, for its caller only: the command's report (which the orchestrator keeps
+# as the adapter record, adapters/<denoiser>.json) is the record alone.
+RUN_DETAILS = ("skipped_objects", "resumed_from_step", "dataset_objects", "adapter_metadata")
+
 
 @dataclass
 class Run:
@@ -166,8 +170,7 @@ def train(req: TrainRequest, base=None, on_step=None) -> dict:
         written = write_record(req, files, run.log, metrics, workdir / "out")
         checkpoints.remove()
         _print_metrics(req.denoiser, metrics)
-        return {**written, "skipped_objects": skipped, "resumed_from_step": run.start,
-                "dataset_objects": summary["objects"], "adapter_metadata": metadata}
+        return {**written, **dict(zip(RUN_DETAILS, (skipped, run.start, summary["objects"], metadata)))}
     except RuntimeError as exc:
         if is_oom(exc):
             raise WorkerError(f"out of memory training {req.denoiser} on {device}: {exc}".splitlines()[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from trellis2_worker import DEFAULT_BASE
 from trellis2_worker.errors import InputError
 
 from .options import (ADAPTER_STAGES, DEFAULT_DECIMATE, DEFAULT_PIPELINE_TYPE, DEFAULT_SCALE, DEFAULT_TEXTURE_SIZE,
@@ -21,7 +22,7 @@ def register(subparsers) -> None:
                    "transparent background, or opaque when the base has a background-removal model)")
     p.add_argument("--output", required=True, help="where the GLB goes (path or s3:// URI ending in .glb)")
     p.add_argument("--report", help="where the JSON report goes (URI)")
-    p.add_argument("--base", default="microsoft/TRELLIS.2-4B", help="HF repo id, local dir, or 'tiny'")
+    p.add_argument("--base", default=DEFAULT_BASE, help="HF repo id, local dir, or 'tiny'")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resolution", type=int, default=512, choices=RESOLUTIONS,
                    help="the resolution the adapters were trained at; 1024 runs the cascade by default")

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trellis2_worker import DEFAULT_BASE
 from trellis2_worker.errors import InputError
 
 from .options import (DEFAULT_DECIMATE, DEFAULT_TEXTURE_SIZE, MAX_ADAPTER_BYTES, MAX_IMAGE_BYTES, MAX_NUM_TOKENS,
@@ -20,7 +21,7 @@ from .options import (DEFAULT_DECIMATE, DEFAULT_TEXTURE_SIZE, MAX_ADAPTER_BYTES,
 class GenerateRequest:
     image: str
     output: str
-    base: str = "microsoft/TRELLIS.2-4B"
+    base: str = DEFAULT_BASE
     seed: int = 0
     resolution: int = 512
     pipeline_type: str = "512"

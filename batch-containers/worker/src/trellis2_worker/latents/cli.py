@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from trellis2_worker import DEFAULT_BASE
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -13,7 +15,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("--input", required=True, help="zip of raw assets or a preprocessed dataset zip: local path, s3:// or https://")
     p.add_argument("--resolution", type=int, required=True, choices=(512, 1024), help="O-Voxel / latent resolution")
-    p.add_argument("--base", default="microsoft/TRELLIS.2-4B", help="base model: HF repo id, local directory or 'tiny'")
+    p.add_argument("--base", default=DEFAULT_BASE, help="base model: HF repo id, local directory or 'tiny'")
     p.add_argument("--output", required=True, help="where to write the dataset zip (local path or s3://)")
     p.add_argument("--report", default=None, help="where to write the report JSON (local path or s3://)")
     p.add_argument("--render-size", type=int, default=None, help="condition render size in pixels (default 1024)")

@@ -11,10 +11,11 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from trellis2_worker import DEFAULT_BASE
+
 from .conditioner import ImageConditioner
 from .loading import load_checkpoint, sha256_file
 
-DEFAULT_BASE = "microsoft/TRELLIS.2-4B"
 DINOV3_REPO = "facebook/dinov3-vitl16-pretrain-lvd1689m"
 
 # Models the data-preparation side needs that the image-to-3D pipeline.json does not list

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from trellis2_worker import DEFAULT_BASE
 from trellis2_worker.evaluate.metrics import DEFAULT_SAMPLES
 from trellis2_worker.train.ema import DEFAULT_EMA_DECAY
 from trellis2_worker.train.recipe import BATCH_SIZE, RESOLUTIONS, STAGES
@@ -28,7 +29,7 @@ def register(subparsers) -> None:
     p.add_argument("--rank", type=int, default=32, help="LoRA rank (alpha = rank)")
     p.add_argument("--learning-rate", type=float, default=1e-4)
     p.add_argument("--training-steps", type=int, default=1000)
-    p.add_argument("--base", default="microsoft/TRELLIS.2-4B", help="HF repo id, local dir, or 'tiny'")
+    p.add_argument("--base", default=DEFAULT_BASE, help="HF repo id, local dir, or 'tiny'")
     p.add_argument("--output", required=True, help="where the adapter goes (URI ending in .safetensors)")
     p.add_argument("--report", help="where the JSON report goes (URI)")
     # The environment default lets a CPU try-out (bin/demo, the local runner's tests) take small steps without

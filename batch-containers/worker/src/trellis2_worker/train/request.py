@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from trellis2_worker import DEFAULT_BASE
 from trellis2_worker.errors import InputError, WorkerError
 from trellis2_worker.evaluate.metrics import DEFAULT_SAMPLES
 from trellis2_worker.train.recipe import BATCH_SIZE, RESOLUTIONS, STAGES, Stage
 from trellis2_worker.train.split import HELD_OUT_FRACTION, MAX_HELD_OUT_FRACTION
 
-DEFAULT_BASE = "microsoft/TRELLIS.2-4B"
 EVAL_OBJECTS = 4  # per evaluated set: generations on CPU take minutes per object, on a GPU tens of seconds
 
 

@@ -20,17 +20,7 @@ COMFYUI_TABLE = {("sparse_structure", None): "structure_model", ("geometry", 512
                  ("geometry", 1024): "img2shape", ("texture", 512): "shape2txt", ("texture", 1024): "shape2txt"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def base():
-    return load_base("tiny")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def fresh_ss(base):

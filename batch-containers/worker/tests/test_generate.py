@@ -23,20 +23,7 @@ from trellis2_worker.cli import main  # noqa: E402
 FEW_STEPS = ["--sampler", "sparse_structure.steps=2", "--sampler", "shape.steps=2", "--sampler", "texture.steps=2"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The tiny models are far too small to gain from threads; on a busy machine spinning threads cost 10x.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def base():
-    from trellis2_worker.models import load_base
-
-    return load_base("tiny")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

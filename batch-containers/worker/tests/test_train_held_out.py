@@ -30,19 +30,7 @@ from trellis2_worker.train import denoise, evaluation  # noqa: E402
 from trellis2_worker.train.split import held_out_split  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # the tiny models gain nothing from threads on a busy machine
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def base():
-    from trellis2_worker.models import load_base
-
-    return load_base("tiny")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

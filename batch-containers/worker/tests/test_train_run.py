@@ -29,20 +29,7 @@ from trellis2_worker.train import (  # noqa: E402
 REPO = Path(__file__).resolve().parents[3]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The tiny models are far too small to gain from threads, and on a busy machine spinning threads cost 10x.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def base():
-    from trellis2_worker.models import load_base
-
-    return load_base("tiny")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -32,4 +32,22 @@ public final class Keys {
         String zip = StorageLayout.dataset(datasetKey);
         return zip.substring(0, zip.lastIndexOf('/') + 1) + "dataset.json";
     }
+
+    /** What the worker puts in place of this in a shard's output and report: the shard's index (its array index). */
+    public static final String SHARD = "{shard}";
+
+    /** Sharded preprocessing's plan: {"objects": [{"file": ...}, ...]}; shard I of N takes the I-th block. */
+    public static String shardPlan(String requestId) {
+        return StorageLayout.requestPrefix(requestId) + "shard-plan.json";
+    }
+
+    /** A shard's dataset zip, with {@link #SHARD} for its index; the merge reads them all. */
+    public static String shardOutput(String requestId) {
+        return StorageLayout.requestPrefix(requestId) + "shards/" + SHARD + "/preprocessed.zip";
+    }
+
+    /** A shard's preprocess report, with {@link #SHARD} for its index. */
+    public static String shardReport(String requestId) {
+        return StorageLayout.requestPrefix(requestId) + "shards/" + SHARD + "/report.json";
+    }
 }

@@ -9,6 +9,10 @@ import java.util.List;
 /**
  * Prepare's answer, kept by the state machine at {@code $.prepared}: what the input is, where the dataset comes
  * from, and the exact worker command of every job (the Batch tasks pass {@code command} as the container command).
+ *
+ * <p>{@code preprocess_shards} above 1: {@code preprocess} is an array job of that many children (each takes its
+ * block of the stored shard plan, its output and report named with the literal {@code {shard}}), and {@code merge}
+ * assembles their datasets into the one at {@code dataset_uri}; otherwise {@code merge} is null.
  */
 @JsonIgnoreProperties(ignoreUnknown = true)
 public record Plan(
@@ -23,6 +27,8 @@ public record Plan(
         @JsonProperty("needs_preprocess") boolean needsPreprocess,
         @JsonProperty("estimate") PriceBreakdown estimate,
         @JsonProperty("preprocess") Job preprocess,
+        @JsonProperty("preprocess_shards") int preprocessShards,
+        @JsonProperty("merge") Job merge,
         @JsonProperty("stages") List<Stage> stages,
         @JsonProperty("stage_count") int stageCount) {
 

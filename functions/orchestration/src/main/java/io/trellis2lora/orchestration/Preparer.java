@@ -27,6 +27,7 @@ import java.security.NoSuchAlgorithmException;
 import java.util.ArrayList;
 import java.util.HexFormat;
 import java.util.List;
+import java.util.Map;
 
 /**
  * State machine step 1: reads request.json, inspects the archive, looks up a cached dataset made from the same input
@@ -50,16 +51,24 @@ public final class Preparer {
     private final ArchiveOpener opener;
     private final String baseModel;
     private final List<String> preprocessOptions;
+    private final Sharding sharding;
 
     /**
      * @param baseModel         what the worker's {@code --base} gets: a Hugging Face repo id, a directory, or "tiny"
      * @param preprocessOptions extra options for {@code trellis2-worker preprocess} (e.g. --render-size 256)
      */
     public Preparer(ObjectStore store, ArchiveOpener opener, String baseModel, List<String> preprocessOptions) {
+        this(store, opener, baseModel, preprocessOptions, Sharding.OFF);
+    }
+
+    /** @param sharding how many preprocess jobs a raw archive's objects are spread over */
+    public Preparer(ObjectStore store, ArchiveOpener opener, String baseModel, List<String> preprocessOptions,
+                    Sharding sharding) {
         this.store = store;
         this.opener = opener;
         this.baseModel = baseModel == null || baseModel.isBlank() ? DEFAULT_BASE_MODEL : baseModel;
         this.preprocessOptions = List.copyOf(preprocessOptions);
+        this.sharding = sharding;
     }
 
     /** Where an archive whose server ignores Range is copied: beside request.json, in this store. */
@@ -123,13 +132,19 @@ public final class Preparer {
         PriceBreakdown estimate = Pricing.estimate(request, inspection.objects(), !needsPreprocess);
 
         Plan.Job preprocess = null;
-        if (needsPreprocess) {
+        Plan.Job merge = null;
+        int shards = needsPreprocess ? sharding.shards(inspected.distinctObjects().size()) : 0;
+        if (shards == 1) {
             String report = store.uri(Keys.preprocessReport(requestId));
             List<String> command = new ArrayList<>(List.of(
                     "preprocess", "--input", inputUri, "--resolution", String.valueOf(request.resolution()),
                     "--base", baseModel, "--output", datasetUri, "--report", report, "--input-record", record));
             command.addAll(preprocessOptions);
             preprocess = new Plan.Job(jobName(requestId, "preprocess"), command, datasetUri, report);
+        } else if (shards > 1) {
+            preprocess = shardJob(requestId, request.resolution(), inputUri, record, inspected.distinctObjects(),
+                    shards);
+            merge = mergeJob(requestId, request.resolution(), datasetUri, preprocess, shards);
         }
         List<Plan.Stage> stages = new ArrayList<>();
         for (Denoiser d : request.denoisers()) {
@@ -148,7 +163,41 @@ public final class Preparer {
                     report));
         }
         return new Plan(requestId, baseModel, preprocessed ? "preprocessed" : "raw", inputUri, inspection.objects(),
-                datasetKey, datasetUri, cached, needsPreprocess, estimate, preprocess, stages, stages.size());
+                datasetKey, datasetUri, cached, needsPreprocess, estimate, preprocess, Math.max(shards, 1), merge,
+                stages, stages.size());
+    }
+
+    /**
+     * The array job's command (every child runs it; the worker takes its index from AWS_BATCH_JOB_ARRAY_INDEX) after
+     * writing the plan it cuts: the objects as the worker would pick them (the manifest's selection, one path per
+     * distinct content), in path order.
+     */
+    private Plan.Job shardJob(String requestId, int resolution, String inputUri, String record, List<String> objects,
+                              int shards) throws IOException {
+        String plan = store.uri(Keys.shardPlan(requestId));
+        store.write(Keys.shardPlan(requestId), Json.MAPPER.writeValueAsBytes(
+                Map.of("objects", objects.stream().map(f -> Map.of("file", f)).toList())),
+                "application/json");
+        String output = store.uri(Keys.shardOutput(requestId));
+        String report = store.uri(Keys.shardReport(requestId));
+        List<String> command = new ArrayList<>(List.of(
+                "preprocess", "--input", inputUri, "--input-record", record, "--resolution", String.valueOf(resolution),
+                "--base", baseModel));
+        command.addAll(preprocessOptions);
+        command.addAll(List.of("--objects-from", plan, "--shard-count", String.valueOf(shards),
+                "--output", output, "--report", report));
+        return new Plan.Job(jobName(requestId, "preprocess"), command, output, report);
+    }
+
+    /** The merge of the shards' datasets into the one dataset and the one preprocess report Finalize reads. */
+    private Plan.Job mergeJob(String requestId, int resolution, String datasetUri, Plan.Job shardJob, int shards) {
+        String report = store.uri(Keys.preprocessReport(requestId));
+        List<String> command = List.of(
+                "merge", "--plan", store.uri(Keys.shardPlan(requestId)), "--shard-count", String.valueOf(shards),
+                "--resolution", String.valueOf(resolution), "--base", baseModel,
+                "--shard-outputs", shardJob.outputUri(), "--shard-reports", shardJob.reportUri(),
+                "--output", datasetUri, "--report", report);
+        return new Plan.Job(jobName(requestId, "merge"), command, datasetUri, report);
     }
 
     /**

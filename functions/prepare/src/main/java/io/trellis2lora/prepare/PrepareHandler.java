@@ -7,6 +7,7 @@ import io.trellis2lora.core.Json;
 import io.trellis2lora.core.api.Services;
 import io.trellis2lora.core.zip.ArchiveOpener;
 import io.trellis2lora.orchestration.Preparer;
+import io.trellis2lora.orchestration.Sharding;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 
@@ -28,7 +29,7 @@ public class PrepareHandler implements RequestHandler<JsonNode, JsonNode> {
             Services services = Services.fromEnvironment();
             preparer = new Preparer(services.requests(),
                     new ArchiveOpener(services.s3(), services.http(), services.config().dataBuckets()), System.getenv("TRELLIS2_BASE_MODEL"),
-                    Preparer.options(System.getenv("TRELLIS2_PREPROCESS_OPTIONS")));
+                    Preparer.options(System.getenv("TRELLIS2_PREPROCESS_OPTIONS")), Sharding.fromEnvironment(System::getenv));
         }
         return preparer;
     }

@@ -76,8 +76,11 @@ public final class ZipInspector {
      * inspection).
      *
      * @param objectPaths the 3D object files' canonical paths, sorted, for a raw archive; null for a preprocessed one
+     * @param distinctObjects the objects the worker processes, as it picks them: the manifest's selection (else every
+     *                        object), one path per distinct content, the first in path order; its size is the
+     *                        inspection's object count. Null for a preprocessed dataset
      */
-    public record Inspected(ZipInspection inspection, List<String> objectPaths) {
+    public record Inspected(ZipInspection inspection, List<String> objectPaths, List<String> distinctObjects) {
     }
 
     /** As {@link #inspect}, with the object list. */
@@ -240,8 +243,8 @@ public final class ZipInspector {
         }
 
         /**
-         * The content keys of the objects manifest.csv's {@code file} column names, matched as the worker matches
-         * them (exact path, else case-insensitively; "./" and backslashes dropped): only those are processed.
+         * The objects manifest.csv's {@code file} column names, matched as the worker matches them (exact path,
+         * else case-insensitively; "./" and backslashes dropped): only those are processed.
          */
         private List<String> selected(List<List<String>> rows) {
             if (rows.isEmpty() || !rows.get(0).stream().map(String::strip).toList().contains("file")) {
@@ -260,7 +263,7 @@ public final class ZipInspector {
                 }
                 String actual = contents.containsKey(name) ? name : lower.get(name.toLowerCase(Locale.ROOT));
                 if (!name.isEmpty() && actual != null) {
-                    keys.add(contents.get(actual));
+                    keys.add(actual);
                 }
             }
             if (keys.isEmpty()) {
@@ -350,11 +353,19 @@ public final class ZipInspector {
                         new java.math.BigDecimal(MAX_UNCOMPRESSED_BYTES / GB).stripTrailingZeros().toPlainString()));
             }
             objectPaths.sort(null);
-            Collection<String> billed = contents.values();
+            Collection<String> picked = objectPaths;
             if (manifest != null && prepared == null && !objectPaths.isEmpty()) {
-                billed = selected(manifestRows(src, manifest));
+                picked = new TreeSet<>(selected(manifestRows(src, manifest)));
             }
-            int objects = new HashSet<>(billed).size();
+            // The worker's discovery: the picked paths in order, a later copy of a content already seen merged into it.
+            Set<String> keys = new HashSet<>();
+            List<String> distinct = new ArrayList<>();
+            for (String path : picked) {
+                if (keys.add(contents.get(path))) {
+                    distinct.add(path);
+                }
+            }
+            int objects = distinct.size();
             if (prepared != null && objects > 0) {
                 throw new InputRefusedException("archive mixes " + objects + " raw 3D objects with a preprocessed "
                         + "dataset (" + prepared.name() + "); send either raw assets or a preprocessed dataset");
@@ -366,7 +377,7 @@ public final class ZipInspector {
                             : "; " + preparedElsewhere.get(0) + " is too deep to count as a preprocessed dataset"));
                 }
                 return new Inspected(new ZipInspection(ZipInspection.Kind.RAW, objects, entries, size, uncompressed,
-                        zip64, null), List.copyOf(objectPaths));
+                        zip64, null), List.copyOf(objectPaths), List.copyOf(distinct));
             }
             JsonNode doc = readPrepared(src, prepared);
             var info = preparedInfo(prepared.name(), doc);
@@ -377,7 +388,7 @@ public final class ZipInspector {
             }
             int listed = doc.path("objects").size();
             return new Inspected(new ZipInspection(ZipInspection.Kind.PREPROCESSED, listed, entries, size,
-                    uncompressed, zip64, info), null);
+                    uncompressed, zip64, info), null, null);
         }
     }
 

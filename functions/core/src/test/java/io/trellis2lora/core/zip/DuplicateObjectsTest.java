@@ -32,6 +32,8 @@ class DuplicateObjectsTest {
         ZipInspector.Inspected got = ZipInspector.inspectListing(new FileRangeSource(zip), null);
         assertEquals(List.of("a.stl", "b.stl", "copy/a.stl", "copy/again.stl"), got.objectPaths());
         assertEquals(2, got.inspection().objects(), "three copies of one file and another file");
+        // what a preprocess plan lists: the first copy in path order stands for the others, as in the worker
+        assertEquals(List.of("a.stl", "b.stl"), got.distinctObjects());
     }
 
     @Test

@@ -20,6 +20,10 @@ class ManifestSelectionTest {
     Path dir;
 
     private ZipInspection inspect(String manifest) throws Exception {
+        return listing(manifest).inspection();
+    }
+
+    private ZipInspector.Inspected listing(String manifest) throws Exception {
         Path zip = dir.resolve("m.zip");
         try (ZipOutputStream z = new ZipOutputStream(Files.newOutputStream(zip))) {
             for (String name : List.of("a.stl", "b.stl", "sub/C.stl", "d.stl")) {
@@ -31,7 +35,7 @@ class ManifestSelectionTest {
             z.write(manifest.getBytes(StandardCharsets.UTF_8));
             z.closeEntry();
         }
-        return ZipInspector.inspect(new FileRangeSource(zip), null);
+        return ZipInspector.inspectListing(new FileRangeSource(zip), null);
     }
 
     @Test
@@ -39,6 +43,8 @@ class ManifestSelectionTest {
         assertEquals(2, inspect("\uFEFFfile,caption\n./a.stl,\"a chair, red\"\r\nsub\\c.stl,lamp\n").objects());
         // a name the archive lacks is skipped (the worker reports it), a repeated one counts once
         assertEquals(1, inspect("caption,file\nx,b.stl\ny,missing.stl\nz,b.stl\n").objects());
+        // a preprocess plan lists the picked objects by their archive paths, in path order
+        assertEquals(List.of("a.stl", "sub/C.stl"), listing("file\nsub/c.stl\n./a.stl\n").distinctObjects());
     }
 
     @Test

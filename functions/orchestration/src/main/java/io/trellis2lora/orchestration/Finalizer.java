@@ -280,11 +280,11 @@ public final class Finalizer {
     }
 
     /**
-     * requests/&lt;id&gt;/webhook.json {"url": ...}: written by the upload trigger for a sidecar's fal_webhook (submit
-     * refuses that field today).
+     * requests/&lt;id&gt;/webhook.json {"url": ...}: written by submit for its fal_webhook query parameter, and by the
+     * upload trigger for a sidecar's fal_webhook field.
      */
     public static String webhookKey(String requestId) {
-        return Keys.webhook(requestId);
+        return StorageLayout.webhook(requestId);
     }
 
     static Optional<String> webhookUrl(ObjectStore store, String requestId) throws IOException {

@@ -108,7 +108,7 @@ public final class UploadTrigger {
                 return new Outcome(key, Result.REFUSED, null, e.getMessage());
             }
             if (webhook.get() != null) {
-                requests.write(Keys.webhook(requestId), Json.write(Map.of("url", webhook.get()))
+                requests.write(StorageLayout.webhook(requestId), Json.write(Map.of("url", webhook.get()))
                         .getBytes(StandardCharsets.UTF_8), "application/json");
             }
             requests.write(requestKey, Json.pretty(stored).getBytes(StandardCharsets.UTF_8), "application/json");
@@ -147,7 +147,7 @@ public final class UploadTrigger {
             }
             body = (ObjectNode) parsed;
         }
-        // fal_webhook is not part of the training request (submit refuses it): kept aside here for Finalize.
+        // fal_webhook is not part of the training request (submit takes it as a query parameter): kept aside for Finalize.
         JsonNode hook = body.remove("fal_webhook");
         if (hook != null) {
             String url = hook.asText("");

@@ -13,7 +13,7 @@ import org.apache.http.impl.conn.SystemDefaultDnsResolver;
 
 /**
  * Delivers one queued webhook: {@code {"url": ..., "body": {request_id, status: "OK"|"ERROR", payload, error}}} is
- * POSTed as JSON to the URL the user gave ({@code fal_webhook} in an upload's sidecar; submit refuses it today). The
+ * POSTed as JSON to the URL the user gave (submit's {@code ?fal_webhook=}, or {@code fal_webhook} in an upload's sidecar). The
  * URL's addresses are checked against the same policy as user archive URLs, so a webhook cannot reach the
  * deployment's private network.
  */

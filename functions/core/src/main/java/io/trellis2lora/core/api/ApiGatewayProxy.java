@@ -50,7 +50,9 @@ public final class ApiGatewayProxy {
         if (ctx.get("identity") instanceof Map<?, ?> identity) {
             caller = str(identity.get("apiKeyId"));
         }
-        return new ApiRequest(method, headers, path, body, base, caller == null || caller.isBlank() ? null : caller);
+        // REST and HTTP APIs both pass the query as queryStringParameters (URL-decoded, one value per name).
+        return new ApiRequest(method, headers, path, body, base, caller == null || caller.isBlank() ? null : caller,
+                stringMap(event.get("queryStringParameters")));
     }
 
     public static Map<String, Object> toEvent(ApiResponse response) {

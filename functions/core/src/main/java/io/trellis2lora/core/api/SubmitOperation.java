@@ -4,6 +4,7 @@ import com.fasterxml.jackson.annotation.JsonProperty;
 import io.trellis2lora.core.InputRefusedException;
 import io.trellis2lora.core.Json;
 import io.trellis2lora.core.model.TrainingRequest;
+import io.trellis2lora.core.net.SafeHttp;
 import io.trellis2lora.core.pricing.PriceBreakdown;
 import io.trellis2lora.core.storage.ObjectStore;
 import io.trellis2lora.core.storage.StorageLayout;
@@ -13,11 +14,13 @@ import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
+import java.time.Duration;
 import java.time.Instant;
 import java.util.HexFormat;
 import java.util.Map;
 import java.util.Optional;
 import java.util.UUID;
+import org.apache.http.impl.conn.SystemDefaultDnsResolver;
 import software.amazon.awssdk.services.sfn.model.ExecutionAlreadyExistsException;
 
 /**
@@ -26,7 +29,9 @@ import software.amazon.awssdk.services.sfn.model.ExecutionAlreadyExistsException
  * key, so a repeat by the same caller finds the first request and answers with it instead of starting a second
  * one; the same key with another request is refused (422), and another caller's same key is another request.
  * An https archive whose server ignores Range requests is not downloaded here: the request is accepted with a
- * provisional price and Prepare stages it.
+ * provisional price and Prepare stages it. {@code ?fal_webhook=URL} (the hosted queue's query parameter) asks for the
+ * completion POST: the URL is vetted now by the same address policy the sender applies at delivery, and kept as
+ * requests/&lt;id&gt;/webhook.json for Finalize; a repeat of an Idempotency-Key keeps the first request's webhook.
  */
 public final class SubmitOperation extends ApiOperation {
     /** Starts the execution named by the request id once request.json is stored. */
@@ -38,6 +43,11 @@ public final class SubmitOperation extends ApiOperation {
     private final ObjectStore requests;
     private final ArchiveOpener opener;
     private final Executions executions;
+    /** Vets fal_webhook URLs (resolves the host, checks every address) without sending anything. */
+    private final SafeHttp webhookCheck;
+
+    /** The longest fal_webhook accepted (query strings beyond a few KB are refused by gateways anyway). */
+    static final int MAX_WEBHOOK_URL = 2048;
 
     /** The API's: the requests bucket, s3:// data_urls in the deployment's data buckets, Step Functions. */
     public SubmitOperation(Services services) {
@@ -45,6 +55,8 @@ public final class SubmitOperation extends ApiOperation {
         this.requests = services.requests();
         this.opener = new ArchiveOpener(services.s3(), services.http(), services.config().dataBuckets());
         this.executions = this::startExecution;
+        this.webhookCheck = new SafeHttp(services.config().addressPolicy(), null, "fal_webhook",
+                Duration.ofSeconds(10), SystemDefaultDnsResolver.INSTANCE);
     }
 
     /**
@@ -56,6 +68,7 @@ public final class SubmitOperation extends ApiOperation {
         this.requests = requests;
         this.opener = opener;
         this.executions = executions;
+        this.webhookCheck = null;
     }
 
     public record Answer(
@@ -69,8 +82,10 @@ public final class SubmitOperation extends ApiOperation {
     @Override
     protected ApiResponse process(ApiRequest request) throws Exception {
         String key = request.header("Idempotency-Key");
+        String webhook = webhook(request);
         if (key == null || key.isBlank()) {
-            StoredRequest stored = submit(validator.parse(request.body()), UUID.randomUUID().toString(), null);
+            StoredRequest stored = submit(validator.parse(request.body()), UUID.randomUUID().toString(), null,
+                    webhook);
             return ApiResponse.json(202, answer(stored, request));
         }
         if (key.length() > 255) {
@@ -85,10 +100,27 @@ public final class SubmitOperation extends ApiOperation {
         if (earlier != null) {
             return repeat(earlier, parsed, request);
         }
-        StoredRequest stored = submit(parsed, requestId, sha256(scoped));
+        StoredRequest stored = submit(parsed, requestId, sha256(scoped), webhook);
         // Null: a concurrent first use of the key stored its request first; this one is a repeat of it.
         return stored == null ? repeat(load(requestId), parsed, request)
                 : ApiResponse.json(202, answer(stored, request));
+    }
+
+    /** The fal_webhook query parameter, vetted; null when absent. */
+    private String webhook(ApiRequest request) {
+        String url = request.queryParameter("fal_webhook");
+        if (url == null) {
+            return null;
+        }
+        url = url.trim();
+        if (url.isEmpty()) {
+            throw new InputRefusedException("fal_webhook is empty: give the https URL to POST the result to");
+        }
+        if (url.length() > MAX_WEBHOOK_URL) {
+            throw new InputRefusedException("fal_webhook is longer than " + MAX_WEBHOOK_URL + " characters");
+        }
+        webhookCheck.checkTarget(url);
+        return url;
     }
 
     /** The key's request was stored before: the same request is answered with it, another one refused. */
@@ -114,11 +146,22 @@ public final class SubmitOperation extends ApiOperation {
      * request.json is only created, never replaced: null when another submit of that key stored one first.
      */
     public StoredRequest submit(TrainingRequest request, String requestId, String keyHash) throws IOException {
+        return submit(request, requestId, keyHash, null);
+    }
+
+    /** As {@link #submit(TrainingRequest, String, String)}, with the vetted webhook URL to keep (null: none). */
+    public StoredRequest submit(TrainingRequest request, String requestId, String keyHash, String webhook)
+            throws IOException {
         Assessment a = Assessment.of(request, opener, null);
         StoredRequest stored = new StoredRequest(requestId, Instant.now().toString(), keyHash, a.request(),
                 a.inputUri(), a.inspection(), a.estimate());
         byte[] json = Json.pretty(stored).getBytes(StandardCharsets.UTF_8);
         String key = StorageLayout.requestJson(requestId);
+        if (webhook != null && !requests.exists(key)) {
+            // Before request.json: whoever finds the request (a repeat, Finalize) finds its webhook with it.
+            requests.write(StorageLayout.webhook(requestId), Json.write(Map.of("url", webhook))
+                    .getBytes(StandardCharsets.UTF_8), "application/json");
+        }
         if (keyHash == null) {
             requests.write(key, json, "application/json");
         } else if (!requests.create(key, json, "application/json")) {

@@ -38,6 +38,7 @@ public final class SafeHttp implements Closeable {
 
     private final AddressPolicy policy;
     private final String subject;
+    private final DnsResolver dns;
     private final CloseableHttpClient client;
 
     public SafeHttp(AddressPolicy policy) {
@@ -57,6 +58,7 @@ public final class SafeHttp implements Closeable {
     public SafeHttp(AddressPolicy policy, SSLContext sslContext, String subject, Duration timeout, DnsResolver dns) {
         this.policy = policy;
         this.subject = subject;
+        this.dns = dns;
         DnsResolver resolver = host -> vet(host, dns.resolve(host));
         int socketMs = (int) Math.min(Integer.MAX_VALUE, timeout.toMillis());
         int connectMs = Math.min(10_000, socketMs);
@@ -126,6 +128,21 @@ public final class SafeHttp implements Closeable {
         post.setEntity(new ByteArrayEntity(body, ContentType.parse(contentType)));
         try (CloseableHttpResponse resp = execute(post, uri)) {
             return resp.getStatusLine().getStatusCode();
+        }
+    }
+
+    /**
+     * Vets a URL that will be POSTed to later (a webhook given on submit), so that a bad one is refused at once:
+     * the scheme as {@link #post} takes it, and every address its host resolves to now. Delivery vets it again.
+     */
+    public void checkTarget(String url) {
+        URI uri = checkUrl(url, policy.allowLoopback());
+        try {
+            vet(uri.getHost(), dns.resolve(uri.getHost()));
+        } catch (RefusedAddressException e) {
+            throw new InputRefusedException(e.getMessage());
+        } catch (UnknownHostException e) {
+            throw new InputRefusedException(subject + " host '" + uri.getHost() + "' does not resolve");
         }
     }
 

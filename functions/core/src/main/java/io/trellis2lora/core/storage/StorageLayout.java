@@ -30,6 +30,14 @@ public final class StorageLayout {
         return requestPrefix(requestId) + "result.json";
     }
 
+    /**
+     * {"url": ...}: where Finalize POSTs the completion (submit's fal_webhook query parameter, or an upload
+     * sidecar's fal_webhook field).
+     */
+    public static String webhook(String requestId) {
+        return requestPrefix(requestId) + "webhook.json";
+    }
+
     /** Where Prepare copies an https archive whose server ignores Range requests (the jobs then read the copy). */
     public static String stagedInput(String requestId) {
         return requestPrefix(requestId) + "input.zip";

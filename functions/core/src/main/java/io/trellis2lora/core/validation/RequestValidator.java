@@ -57,7 +57,11 @@ public final class RequestValidator {
         List<String> problems = new ArrayList<>();
         for (Iterator<String> it = node.fieldNames(); it.hasNext(); ) {
             String name = it.next();
-            if (!FIELDS.contains(name)) {
+            if (name.equals("fal_webhook")) {
+                // The hosted queue takes it beside the body, not in it.
+                problems.add("fal_webhook is a query parameter of the submit (POST /requests?fal_webhook=URL), "
+                        + "not a field of the request body");
+            } else if (!FIELDS.contains(name)) {
                 problems.add("unknown field '" + name + "' (known: data_url, denoisers, resolution, rank, "
                         + "learning_rate, training_steps)");
             }

@@ -174,6 +174,46 @@ class SubmitFunctionTest {
         assertEquals(2, executionNames().size());
     }
 
+    Map<String, Object> submitWithQuery(String body, Map<String, String> query) {
+        Map<String, Object> event = TestServices.event("POST", body, Map.of(), null);
+        event.put("queryStringParameters", query);
+        return fn.handleRequest(event, null);
+    }
+
+    @Test
+    void falWebhookOnTheQueryIsKeptForFinalizeAndABadOneRefused() throws Exception {
+        String url = upload("uploads/hook.zip", small);
+        String body = "{\"data_url\":\"" + url + "\",\"denoisers\":[\"texture\"]}";
+        // The tests' policy lets loopback through (the receivers run here); production refuses it like private ones.
+        var resp = submitWithQuery(body, Map.of("fal_webhook", "http://127.0.0.1:9/hook?token=abc"));
+        assertEquals(202, resp.get("statusCode"), (String) resp.get("body"));
+        String id = body(resp).get("request_id").asText();
+        JsonNode hook = Json.MAPPER.readTree(services.s3().getObjectAsBytes(g -> g.bucket(bucket())
+                .key("requests/" + id + "/webhook.json")).asUtf8String());
+        assertEquals("http://127.0.0.1:9/hook?token=abc", hook.get("url").asText());
+
+        var privateHook = submitWithQuery(body, Map.of("fal_webhook", "https://10.0.0.7/hook"));
+        assertEquals(400, privateHook.get("statusCode"));
+        assertEquals("fal_webhook host '10.0.0.7' resolves to 10.0.0.7: it is a private or link-local address, "
+                + "which the service does not fetch", body(privateHook).get("error").asText());
+        var metadata = submitWithQuery(body, Map.of("fal_webhook", "https://169.254.169.254/latest/meta-data"));
+        assertEquals(400, metadata.get("statusCode"));
+        assertTrue(body(metadata).get("error").asText().contains("cloud metadata address"), metadata.toString());
+        var ftp = submitWithQuery(body, Map.of("fal_webhook", "ftp://hooks.example.com/x"));
+        assertEquals("fal_webhook leads to ftp://hooks.example.com/x, which is not https",
+                body(ftp).get("error").asText());
+        assertEquals(400, submitWithQuery(body, Map.of("fal_webhook", " ")).get("statusCode"));
+        // Only the first request started; the refused ones stored nothing.
+        assertEquals(List.of(id), executionNames());
+
+        // In the body it is named for what it is, not just an unknown field.
+        var inBody = submit("{\"data_url\":\"" + url + "\",\"denoisers\":[\"texture\"],"
+                + "\"fal_webhook\":\"https://hooks.example.com/x\"}", Map.of());
+        assertEquals(400, inBody.get("statusCode"));
+        assertEquals("fal_webhook is a query parameter of the submit (POST /requests?fal_webhook=URL), not a field "
+                + "of the request body", body(inBody).get("error").asText());
+    }
+
     @Test
     void invalidRequestsAreRefusedWithEveryProblemAndStartNothing() throws Exception {
         var resp = submit("{\"denoisers\":[\"colour\"],\"rank\":3,\"learning_rate\":\"fast\"}", Map.of());

@@ -3,7 +3,6 @@ resolution, base checkpoint); every mismatch with the slot it is given in is ref
 
 from __future__ import annotations
 
-import math
 import urllib.parse
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ from pathlib import Path
 from trellis2_worker.errors import InputError
 
 from .options import ADAPTER_STAGES as STAGES
-from .options import DEFAULT_SCALE, MAX_ABS_SCALE
+from .options import DEFAULT_SCALE, check_scale
 from .pipeline import PipelineType
 
 
@@ -59,9 +58,7 @@ def check_adapter(request: AdapterRequest, path: Path, base, pipeline_type: Pipe
     slot = request.stage
     name = file_name(request.uri)
     scale = request.scale
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) \
-            or abs(scale) > MAX_ABS_SCALE:
-        raise InputError(f"the {slot} adapter's strength must be a number within ±{MAX_ABS_SCALE:g}, got {scale}")
+    check_scale(slot, scale)
     from trellis2_worker.formats import FORMAT
 
     try:

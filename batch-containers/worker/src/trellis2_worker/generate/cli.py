@@ -8,8 +8,9 @@ import json
 from trellis2_worker import DEFAULT_BASE
 from trellis2_worker.errors import InputError
 
-from .options import (ADAPTER_STAGES, DEFAULT_DECIMATE, DEFAULT_PIPELINE_TYPE, DEFAULT_SCALE, DEFAULT_TEXTURE_SIZE,
-                      PIPELINE_TYPE_NAMES, RESOLUTIONS, SAMPLER_STAGES, TEXTURE_SIZES)
+from .options import (ADAPTER_STAGES, DEFAULT_DECIMATE, DEFAULT_PIPELINE_TYPE, DEFAULT_RESOLUTION, DEFAULT_SCALE,
+                      DEFAULT_SEED, DEFAULT_TEXTURE_SIZE, PIPELINE_TYPE_NAMES, RESOLUTIONS, SAMPLER_STAGES,
+                      TEXTURE_SIZES)
 
 
 def register(subparsers) -> None:
@@ -23,11 +24,11 @@ def register(subparsers) -> None:
     p.add_argument("--output", required=True, help="where the GLB goes (path or s3:// URI ending in .glb)")
     p.add_argument("--report", help="where the JSON report goes (URI)")
     p.add_argument("--base", default=DEFAULT_BASE, help="HF repo id, local dir, or 'tiny'")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resolution", type=int, default=512, choices=RESOLUTIONS,
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    p.add_argument("--resolution", type=int, default=DEFAULT_RESOLUTION, choices=RESOLUTIONS,
                    help="the resolution the adapters were trained at; 1024 runs the cascade by default")
     p.add_argument("--pipeline-type", choices=PIPELINE_TYPE_NAMES, default=None,
-                   help="default: 512 for --resolution 512, 1024_cascade for 1024")
+                   help="default: " + ", ".join(f"{t} for --resolution {r}" for r, t in DEFAULT_PIPELINE_TYPE.items()))
     for stage in ADAPTER_STAGES:
         flag = stage.replace("_", "-")
         p.add_argument(f"--{flag}-lora", dest=f"{stage}_lora", metavar="URI", help=f"{stage} adapter (.safetensors)")

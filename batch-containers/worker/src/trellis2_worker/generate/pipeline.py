@@ -15,7 +15,7 @@ from trellis2_worker.errors import InputError
 from trellis2_worker.models import SparseTensor, SparseUnetVaeDecoder
 from trellis2_worker.ovoxel import flexible_dual_grid_to_mesh
 
-from .options import MAX_NUM_TOKENS, PIPELINE_TYPE_NAMES, SAMPLER_STAGES
+from .options import MAX_NUM_TOKENS, PIPELINE_TYPE_NAMES, SAMPLER_STAGES, check_sampler_overrides
 from .sampler import SamplerSettings, sample
 
 CASCADE_STEP = 128      # the cascade lowers R by this until the token count fits
@@ -89,9 +89,7 @@ class Trellis2Pipeline:
         args = base.pipeline.get("args", {})
         self.samplers: dict[str, SamplerSettings] = {}
         overrides = dict(sampler_params or {})
-        unknown = sorted(set(overrides) - set(SAMPLER_STAGES))
-        if unknown:
-            raise InputError(f"unknown sampler stage(s) {', '.join(unknown)} (known: {', '.join(SAMPLER_STAGES)})")
+        check_sampler_overrides(overrides)
         for stage, key in SAMPLER_STAGES.items():
             if key not in args:
                 raise InputError(f"the base's pipeline.json has no {key}")

@@ -13,8 +13,9 @@ from pathlib import Path
 from trellis2_worker import DEFAULT_BASE
 from trellis2_worker.errors import InputError
 
-from .options import (DEFAULT_DECIMATE, DEFAULT_TEXTURE_SIZE, MAX_ADAPTER_BYTES, MAX_IMAGE_BYTES, MAX_NUM_TOKENS,
-                      PIPELINE_TYPES_AT, TEXTURE_SIZES, VXZ_LZMA_PRESET)
+from .options import (DEFAULT_DECIMATE, DEFAULT_PIPELINE_TYPE, DEFAULT_RESOLUTION, DEFAULT_SEED, DEFAULT_TEXTURE_SIZE,
+                      MAX_ADAPTER_BYTES, MAX_IMAGE_BYTES, MAX_NUM_TOKENS, MAX_SEED, MIN_DECIMATE, MIN_SEED,
+                      PIPELINE_TYPES_AT, TEXTURE_SIZES, VXZ_LZMA_PRESET, check_sampler_overrides, check_scale)
 
 
 @dataclass
@@ -22,9 +23,9 @@ class GenerateRequest:
     image: str
     output: str
     base: str = DEFAULT_BASE
-    seed: int = 0
-    resolution: int = 512
-    pipeline_type: str = "512"
+    seed: int = DEFAULT_SEED
+    resolution: int = DEFAULT_RESOLUTION
+    pipeline_type: str = DEFAULT_PIPELINE_TYPE[DEFAULT_RESOLUTION]
     adapters: list = field(default_factory=list)  # [(stage, uri, scale)]
     texture_size: int = DEFAULT_TEXTURE_SIZE
     decimate: int = DEFAULT_DECIMATE
@@ -54,12 +55,15 @@ def check_request(req: GenerateRequest) -> None:
                          f"(at {req.resolution}: {', '.join(PIPELINE_TYPES_AT[req.resolution])})")
     if req.texture_size not in TEXTURE_SIZES:
         raise InputError(f"texture size must be one of {', '.join(map(str, TEXTURE_SIZES))}, got {req.texture_size}")
-    if req.decimate < 0:
+    if req.decimate < MIN_DECIMATE:
         raise InputError(f"--decimate must be 0 (off) or a face count, got {req.decimate}")
     if req.max_tokens is not None and req.max_tokens < 1:
         raise InputError(f"--max-tokens must be positive, got {req.max_tokens}")
-    if not 0 <= req.seed < 2**63:
-        raise InputError(f"--seed must be within [0, 2^63), got {req.seed}")
+    if not MIN_SEED <= req.seed <= MAX_SEED:
+        raise InputError(f"--seed must be from {MIN_SEED} to {MAX_SEED}, got {req.seed}")
+    for stage, _, scale in req.adapters:
+        check_scale(stage, scale)
+    check_sampler_overrides(req.sampler)
     if not req.adapters and not req.allow_base_only:
         raise InputError("no adapter given: pass at least one of --sparse-structure-lora, --geometry-lora, "
                          "--texture-lora, or --allow-base-only to generate with the base alone")

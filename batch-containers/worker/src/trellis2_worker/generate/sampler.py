@@ -4,8 +4,6 @@ reference `FlowEulerGuidanceIntervalSampler` computes it (docs/pipeline.md, "Sam
 
 from __future__ import annotations
 
-import json
-import math
 import sys
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
@@ -16,10 +14,13 @@ import torch
 from trellis2_worker.errors import InputError
 from trellis2_worker.models import SparseTensor
 
+from .options import SAMPLER_PARAMS as _PARAM_RULES
+from .options import check_sampler_param
+
 SIGMA_MIN = 1e-5
-# The sample kwargs a pipeline.json sampler entry carries under "params" (the ones --sampler may override).
-SAMPLER_PARAMS = ("steps", "rescale_t", "guidance_strength", "guidance_rescale", "guidance_interval")
-MAX_STEPS = 1000
+# The sample kwargs a pipeline.json sampler entry carries under "params" (the ones --sampler may override; their
+# rules are generate_options.json's).
+SAMPLER_PARAMS = tuple(_PARAM_RULES)
 
 
 @dataclass(frozen=True)
@@ -46,41 +47,12 @@ class SamplerSettings:
         """A copy with `params` (pipeline.json names) applied and checked."""
         out = self
         for key, value in params.items():
-            if key not in SAMPLER_PARAMS:
-                raise InputError(f"{where}: unknown sampler parameter {key!r} (known: {', '.join(SAMPLER_PARAMS)})")
-            out = replace(out, **{key: _check_param(key, value, where)})
+            out = replace(out, **{key: check_sampler_param(key, value, where)})
         return out
 
     def as_params(self) -> dict:
         return {"steps": self.steps, "rescale_t": self.rescale_t, "guidance_strength": self.guidance_strength,
                 "guidance_rescale": self.guidance_rescale, "guidance_interval": list(self.guidance_interval)}
-
-
-def _number(value, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InputError(f"{where}: expected a finite number, got {json.dumps(value)}")
-    return float(value)
-
-
-def _check_param(key: str, value, where: str):
-    at = f"{where}.{key}"
-    if key == "steps":
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_STEPS:
-            raise InputError(f"{at}: expected an integer from 1 to {MAX_STEPS}, got {json.dumps(value)}")
-        return value
-    if key == "guidance_interval":
-        if not isinstance(value, (list, tuple)) or len(value) != 2:
-            raise InputError(f"{at}: expected [low, high], got {json.dumps(value)}")
-        lo, hi = (_number(v, at) for v in value)
-        if not 0.0 <= lo <= hi <= 1.0:
-            raise InputError(f"{at}: expected 0 <= low <= high <= 1, got {json.dumps(value)}")
-        return (lo, hi)
-    v = _number(value, at)
-    if key == "rescale_t" and v <= 0:
-        raise InputError(f"{at}: must be > 0, got {value}")
-    if key == "guidance_rescale" and not 0.0 <= v <= 1.0:
-        raise InputError(f"{at}: must be within [0, 1], got {value}")
-    return v
 
 
 def timesteps(steps: int, rescale_t: float) -> list[float]:

@@ -17,8 +17,6 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
-import java.util.Set;
-import java.util.regex.Pattern;
 
 /**
  * {@code generate}'s REQUEST.json: the image, up to one LoRA per stage with its scale, and the generation settings.
@@ -32,7 +30,7 @@ record GenerateRequest(
         @JsonProperty("sparse_structure_lora_scale") Double sparseStructureLoraScale,
         @JsonProperty("geometry_lora_scale") Double geometryLoraScale,
         @JsonProperty("texture_lora_scale") Double textureLoraScale,
-        @JsonProperty("seed") Integer seed,
+        @JsonProperty("seed") Long seed,
         @JsonProperty("resolution") Integer resolution,
         @JsonProperty("pipeline_type") String pipelineType,
         @JsonProperty("texture_size") Integer textureSize,
@@ -43,13 +41,6 @@ record GenerateRequest(
     static final List<String> FIELDS = List.of("image_url", "sparse_structure_lora_url", "geometry_lora_url",
             "texture_lora_url", "sparse_structure_lora_scale", "geometry_lora_scale", "texture_lora_scale", "seed",
             "resolution", "pipeline_type", "texture_size", "decimation_target", "export_vxz", "sampler");
-    static final Set<Integer> RESOLUTIONS = Set.of(512, 1024);
-    static final List<String> PIPELINE_TYPES = List.of("512", "1024", "1024_cascade", "1536_cascade");
-    static final Set<Integer> TEXTURE_SIZES = Set.of(1024, 2048, 4096);
-    static final List<String> SAMPLER_STAGES = List.of("sparse_structure", "shape", "texture");
-    static final double MAX_SCALE = 2.0;
-    static final int MIN_FACES = 1000;
-    private static final Pattern PARAM = Pattern.compile("[A-Za-z_][A-Za-z0-9_]{0,63}");
 
     /** A number where an integer belongs is refused rather than cut (1.5 is no seed). */
     private static final ObjectReader READER = Json.MAPPER.readerFor(GenerateRequest.class)
@@ -64,7 +55,7 @@ record GenerateRequest(
 
     /**
      * Reads and checks REQUEST.json; local paths (image, LoRAs) become absolute, from the request file's folder.
-     * Every problem is reported at once.
+     * Every problem is reported at once. The allowed values are the worker's ({@link GenerateOptions}).
      */
     static GenerateRequest parse(Path requestFile, boolean allowBaseOnly) throws java.io.IOException {
         String body = RequestFiles.read(requestFile);
@@ -102,30 +93,40 @@ record GenerateRequest(
         scale("sparse_structure_lora_scale", r.sparseStructureLoraScale, problems);
         scale("geometry_lora_scale", r.geometryLoraScale, problems);
         scale("texture_lora_scale", r.textureLoraScale, problems);
-        if (r.seed < 0) {
-            problems.add("seed must be 0 or more, got " + r.seed);
+        if (r.seed < GenerateOptions.MIN_SEED || r.seed > GenerateOptions.MAX_SEED) {
+            problems.add("seed must be from " + GenerateOptions.MIN_SEED + " to " + GenerateOptions.MAX_SEED
+                    + ", got " + r.seed);
         }
-        if (!RESOLUTIONS.contains(r.resolution)) {
-            problems.add("resolution must be 512 or 1024, got " + r.resolution);
+        List<String> types = GenerateOptions.PIPELINE_TYPES_AT.get(r.resolution);
+        if (types == null) {
+            problems.add("resolution must be one of " + join(GenerateOptions.PIPELINE_TYPES_AT.keySet()) + ", got "
+                    + r.resolution);
         }
-        if (r.pipelineType != null && !PIPELINE_TYPES.contains(r.pipelineType)) {
-            problems.add("pipeline_type must be one of " + String.join(", ", PIPELINE_TYPES) + ", got '"
-                    + r.pipelineType + "'");
+        if (r.pipelineType != null && !(types != null ? types : GenerateOptions.PIPELINE_TYPES)
+                .contains(r.pipelineType)) {
+            problems.add("pipeline_type must be one of " + String.join(", ", types != null ? types
+                    : GenerateOptions.PIPELINE_TYPES) + (types != null ? " at resolution " + r.resolution : "")
+                    + ", got '" + r.pipelineType + "'");
         }
-        if (!TEXTURE_SIZES.contains(r.textureSize)) {
-            problems.add("texture_size must be 1024, 2048 or 4096, got " + r.textureSize);
+        if (!GenerateOptions.TEXTURE_SIZES.contains(r.textureSize)) {
+            problems.add("texture_size must be one of " + join(GenerateOptions.TEXTURE_SIZES) + ", got "
+                    + r.textureSize);
         }
-        if (r.decimationTarget < MIN_FACES) {
-            problems.add("decimation_target must be at least " + MIN_FACES + " faces, got " + r.decimationTarget);
+        if (r.decimationTarget < GenerateOptions.MIN_DECIMATION_TARGET) {
+            problems.add("decimation_target must be 0 (keep every face) or a face count, got " + r.decimationTarget);
         }
         if (r.sampler != null) {
             r.sampler.forEach((stage, params) -> {
-                if (!SAMPLER_STAGES.contains(stage)) {
-                    problems.add("sampler." + stage + " is not a stage (known: " + String.join(", ", SAMPLER_STAGES)
-                            + ")");
+                if (!GenerateOptions.SAMPLER_STAGES.contains(stage)) {
+                    problems.add("sampler." + stage + " is not a stage (known: "
+                            + String.join(", ", GenerateOptions.SAMPLER_STAGES) + ")");
                 } else if (params != null) {
-                    params.keySet().stream().filter(p -> !PARAM.matcher(p).matches()).forEach(p -> problems.add(
-                            "sampler." + stage + ": '" + p + "' is not a parameter name"));
+                    params.forEach((p, v) -> {
+                        String problem = GenerateOptions.samplerProblem("sampler." + stage, p, v);
+                        if (problem != null) {
+                            problems.add(problem);
+                        }
+                    });
                 }
             });
         }
@@ -139,9 +140,11 @@ record GenerateRequest(
 
     GenerateRequest withDefaults() {
         return new GenerateRequest(imageUrl, sparseStructureLoraUrl, geometryLoraUrl, textureLoraUrl,
-                or(sparseStructureLoraScale, 1.0), or(geometryLoraScale, 1.0), or(textureLoraScale, 1.0),
-                or(seed, 0), or(resolution, 512), pipelineType, or(textureSize, 2048), or(decimationTarget, 500_000),
-                or(exportVxz, false), sampler);
+                or(sparseStructureLoraScale, GenerateOptions.DEFAULT_SCALE),
+                or(geometryLoraScale, GenerateOptions.DEFAULT_SCALE), or(textureLoraScale, GenerateOptions.DEFAULT_SCALE),
+                or(seed, GenerateOptions.DEFAULT_SEED), or(resolution, GenerateOptions.DEFAULT_RESOLUTION), pipelineType,
+                or(textureSize, GenerateOptions.DEFAULT_TEXTURE_SIZE),
+                or(decimationTarget, GenerateOptions.DEFAULT_DECIMATION_TARGET), or(exportVxz, false), sampler);
     }
 
     /** The LoRAs given, in the pipeline's stage order. */
@@ -198,9 +201,13 @@ record GenerateRequest(
     }
 
     private static void scale(String field, double v, List<String> problems) {
-        if (!(v >= 0 && v <= MAX_SCALE)) {
-            problems.add(field + " must be between 0 and " + MAX_SCALE + ", got " + v);
+        if (!(Math.abs(v) <= GenerateOptions.MAX_ABS_SCALE)) {
+            problems.add(field + " must be a number within ±" + GenerateOptions.bound(GenerateOptions.MAX_ABS_SCALE) + ", got " + v);
         }
+    }
+
+    private static String join(java.util.Collection<Integer> values) {
+        return String.join(", ", values.stream().map(String::valueOf).toList());
     }
 
     private static <T> T or(T v, T fallback) {
@@ -219,7 +226,7 @@ record GenerateRequest(
     private static String expected(JsonMappingException e) {
         Class<?> type = e instanceof com.fasterxml.jackson.databind.exc.MismatchedInputException m
                 ? m.getTargetType() : null;
-        if (type == Integer.class || type == int.class) {
+        if (type == Integer.class || type == int.class || type == Long.class || type == long.class) {
             return "expected an integer";
         }
         if (type == Double.class || type == double.class) {

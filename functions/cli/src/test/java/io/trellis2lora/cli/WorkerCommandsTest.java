@@ -5,17 +5,22 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.trellis2lora.core.Json;
+import io.trellis2lora.core.testing.TestPaths;
 import java.io.ByteArrayOutputStream;
 import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.attribute.PosixFilePermissions;
+import java.util.ArrayList;
 import java.util.List;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.MethodSource;
 
 /** generate and convert as a user runs them: the worker command they build, what they refuse, what they leave. */
 class WorkerCommandsTest {
@@ -149,8 +154,8 @@ class WorkerCommandsTest {
         assertEquals(2, t.code());
         assertEquals("seed has the wrong type: expected an integer", t.err().strip());
         Path ranges = request("{\"image_url\": \"missing.png\", \"texture_lora_url\": \"http://x/t.safetensors\", "
-                + "\"texture_lora_scale\": 2.5, \"seed\": -1, \"resolution\": 768, \"pipeline_type\": \"2048\", "
-                + "\"texture_size\": 3000, \"decimation_target\": 10, \"sampler\": {\"colour\": {}}}");
+                + "\"texture_lora_scale\": 12.5, \"seed\": -1, \"resolution\": 768, \"pipeline_type\": \"2048\", "
+                + "\"texture_size\": 3000, \"decimation_target\": -10, \"sampler\": {\"colour\": {}}}");
         Run g = run("generate", ranges.toString(), "--out", tmp.resolve("o").toString());
         assertEquals(2, g.code());
         List<String> lines = List.of(g.err().strip().split("\n"));
@@ -161,6 +166,33 @@ class WorkerCommandsTest {
         }
         assertFalse(g.err().contains("Exception") || g.err().contains("\tat "), g.err());
         assertFalse(Files.exists(calls), "the worker must not run");
+    }
+
+    /** The requests the worker's check_request judges too (batch-containers/worker/tests/generate_requests.json). */
+    static List<JsonNode> sharedRequests() throws Exception {
+        JsonNode table = Json.MAPPER.readTree(
+                TestPaths.repo().resolve("batch-containers/worker/tests/generate_requests.json").toFile());
+        List<JsonNode> out = new ArrayList<>();
+        table.get("cases").forEach(c -> out.add(((ObjectNode) c.deepCopy()).set("base", table.get("base"))));
+        return out;
+    }
+
+    @ParameterizedTest(name = "{index}: {0}")
+    @MethodSource("sharedRequests")
+    void sharedGenerateRequestIsJudgedAsTheWorkerJudgesIt(JsonNode c) throws Exception {
+        ObjectNode body = ((ObjectNode) c.get("base").deepCopy()).setAll((ObjectNode) c.get("request"));
+        Run run = run("generate", request(Json.write(body)).toString(), "--out", tmp.resolve("o").toString());
+        String id = c.get("id").asText();
+        if (!c.has("refused")) {
+            assertEquals(0, run.code(), id + ": " + run.err());
+            return;
+        }
+        assertEquals(2, run.code(), id);
+        String line = run.err().strip();
+        assertEquals(1, line.split("\n").length, id + ": " + line);
+        assertTrue(line.startsWith(c.get("refused").asText()) && line.contains(c.get("mentions").asText()),
+                id + ": " + line);
+        assertFalse(Files.exists(calls), id + ": the worker must not run");
     }
 
     @Test

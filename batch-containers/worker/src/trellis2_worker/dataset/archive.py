@@ -41,6 +41,10 @@ class Source:
     def read(self, name: str) -> bytes:
         raise NotImplementedError
 
+    def open(self, name: str):
+        """The file as a binary stream (same checks as `read`), for copying large members without holding them."""
+        raise NotImplementedError
+
     def close(self) -> None:
         pass
 
@@ -61,6 +65,19 @@ class ZipSource(Source):
         return sorted(self._names)
 
     def read(self, name: str) -> bytes:
+        info = self._checked(name)
+        try:
+            return self._zip.read(info)
+        except zipfile.BadZipFile as exc:
+            raise _corrupt(info, exc) from None
+        except (zlib.error, EOFError):
+            raise InputError(f"dataset member {info.filename} is corrupt: its data does not decompress") from None
+
+    def open(self, name: str):
+        # a CRC mismatch surfaces as BadZipFile when the stream's end is read (the caller names it)
+        return self._zip.open(self._checked(name))
+
+    def _checked(self, name: str) -> zipfile.ZipInfo:
         try:
             info = self._infos[self._names[name]]
         except KeyError:
@@ -76,13 +93,7 @@ class ZipSource(Source):
                              "datasets are read with stored or deflate members only")
         if info.flag_bits & 0x1:
             raise InputError(f"dataset member {info.filename} is encrypted; datasets must not be")
-        try:
-            return self._zip.read(info)
-        except zipfile.BadZipFile as exc:
-            why = "its CRC-32 does not match its data" if "CRC" in str(exc) else "its header is damaged"
-            raise InputError(f"dataset member {info.filename} is corrupt: {why}") from None
-        except (zlib.error, EOFError):
-            raise InputError(f"dataset member {info.filename} is corrupt: its data does not decompress") from None
+        return info
 
     def close(self) -> None:
         self._zip.close()
@@ -106,6 +117,12 @@ class DirSource(Source):
         return sorted(self._names)
 
     def read(self, name: str) -> bytes:
+        return self._checked(name).read_bytes()
+
+    def open(self, name: str):
+        return open(self._checked(name), "rb")
+
+    def _checked(self, name: str) -> Path:
         try:
             path = self._root / self._names[name]
         except KeyError:
@@ -114,7 +131,12 @@ class DirSource(Source):
         if size > cap:
             raise InputError(f"dataset file {self._names[name]} is {size:,} bytes, over the {cap >> 20} MiB a "
                              f"{_kind(name)} may hold; refusing it unread")
-        return path.read_bytes()
+        return path
+
+
+def _corrupt(info: zipfile.ZipInfo, exc: Exception) -> InputError:
+    why = "its CRC-32 does not match its data" if "CRC" in str(exc) else "its header is damaged"
+    return InputError(f"dataset member {info.filename} is corrupt: {why}")
 
 
 def open_source(path: Path) -> Source:

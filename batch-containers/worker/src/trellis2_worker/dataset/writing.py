@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -15,24 +16,37 @@ from trellis2_worker.dataset import layout
 _STORED = (".npz", ".png")
 # Every zip member's date: a fixed one, so that the same content gives the same bytes.
 ZIP_EPOCH = (2020, 1, 1, 0, 0, 0)
+_CHUNK = 1 << 20
 
 
 def write_dataset_zip(root: str | Path, out: str | Path) -> Path:
     """Zip a staged dataset directory (exactly the files `layout.expected_files` names) into `out`, deterministically."""
-    root, out = Path(root), Path(out)
+    root = Path(root)
     info = json.loads((root / layout.INFO_FILE).read_text())
-    names = sorted(layout.expected_files(info))
+    return zip_members(out, {name: (lambda n=name: open(root / n, "rb")) for name in layout.expected_files(info)})
+
+
+def zip_members(out: str | Path, members: dict) -> Path:
+    """The dataset zip `out` from `members` ({name in the dataset: a callable opening its bytes as a binary stream}),
+    the one way every dataset is zipped: names in sorted order, each dated ZIP_EPOCH, stored or deflated by kind,
+    each copied in chunks (members can be large, and `merge` streams them from other zips)."""
+    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".partial")
     with zipfile.ZipFile(tmp, "w") as zf:
-        for name in names:
+        for name in sorted(members):
             zi = zipfile.ZipInfo(name, date_time=ZIP_EPOCH)
             zi.compress_type = zipfile.ZIP_STORED if name.endswith(_STORED) else zipfile.ZIP_DEFLATED
             zi.external_attr = 0o644 << 16
-            with open(root / name, "rb") as f:
-                zf.writestr(zi, f.read())
+            with members[name]() as src, zf.open(zi, "w") as dst:
+                shutil.copyfileobj(src, dst, _CHUNK)
     tmp.replace(out)
     return out
+
+
+def info_text(info: dict) -> str:
+    """prepared_dataset.json's text (one spelling, so a merged dataset's is the bytes a one-shard run writes)."""
+    return json.dumps(info, indent=2) + "\n"
 
 
 def write_metadata_csv(path: str | Path, rows: list[dict]) -> None:
@@ -106,8 +120,6 @@ class DatasetStager:
 
     def add_object(self, sha: str, ss_z, shape: tuple, pbr: tuple, renders_dir, row: dict | None = None) -> dict:
         """Store one object's latents and renders (`renders_dir`: NNN.png views and transforms.json)."""
-        import shutil
-
         if not layout.SHA_RE.match(sha):
             raise ValueError(f"not a sha256: {sha!r}")
         r = self.resolution
@@ -143,7 +155,7 @@ class DatasetStager:
         # No date or run detail in the dataset (those go to the run's report): the same objects give the same bytes.
         if not self.info["objects"]:
             raise ValueError("no objects to write")
-        (self.root / layout.INFO_FILE).write_text(json.dumps(self.info, indent=2) + "\n")
+        (self.root / layout.INFO_FILE).write_text(info_text(self.info))
         write_metadata_csv(self.root / layout.METADATA_FILE, self.rows)
         write_dataset_zip(self.root, out_zip)
         return self.info

@@ -1,7 +1,8 @@
 """`trellis2-worker` command line.
 
 Each stage package may have a `cli` module with `register(subparsers)`; a registered command sets
-`func(args) -> dict`, the report. This module owns the exit-code contract: 0 success, 2 input at fault,
+`func(args) -> dict`, the report, and may set `resolve(args)`, argument checks run first whose result may move
+`--report` (a shard's index from the environment). This module owns the exit-code contract: 0 success, 2 input at fault,
 1 otherwise; on failure the report (when `--report` is given) holds `{"error": "<one line>"}`.
 """
 
@@ -42,8 +43,11 @@ def write_report(uri: str | None, report: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    report_uri = getattr(args, "report", None)
+    report_uri = None
     try:
+        if getattr(args, "resolve", None):  # a command's own argument checks that may change --report (a shard's)
+            args.resolve(args)
+        report_uri = getattr(args, "report", None)
         report = args.func(args)
     except KeyboardInterrupt:
         print("trellis2-worker: interrupted", file=sys.stderr)

@@ -3,7 +3,9 @@
 The dataset format itself (names, reading, validation, writing) is the `trellis2_worker.dataset` package.
 `preprocess` (module) holds the command, `preprocess.preprocess(input, resolution, base, output, ...) -> report`;
 `encode_object(dump_dir, resolution, encoders)` gives one object's O-Voxels and latents, `EncodingError` the failure
-that skips one object; `plan` cuts a run into shards of a plan's objects (`--objects-from`, `--shard I/N`).
+that skips one object; `plan` cuts a run into shards of a plan's objects (`--objects-from`, `--shard I/N` or
+`--shard-count N` in an array job), and `merge` (module and command) joins the shards' datasets into the one a
+one-shard run writes.
 """
 
 # Imported on first use (PEP 562): torch takes seconds to import, and every `trellis2-worker` command loads this

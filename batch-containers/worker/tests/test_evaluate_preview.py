@@ -1,5 +1,6 @@
-"""The preview pictures: what is in front hides what is behind, silhouettes have the area their shapes project to,
-voxels show only their outer faces, and the panel is a PNG of one row per object."""
+"""The preview pictures: what is in front hides what is behind, silhouettes have the area their shapes project to
+(orthographic, and in perspective from a condition render's camera), voxels show only their outer faces, and the
+panel is a PNG of one row per object; the texture stage's render PSNR on the condition's alpha mask."""
 
 from __future__ import annotations
 
@@ -10,7 +11,23 @@ import pytest
 import trimesh
 from PIL import Image
 
-from trellis2_worker.evaluate.preview import occupancy_surface, preview_panel, render_mesh, render_occupancy
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from train_helpers import blender_camera  # noqa: E402
+
+from trellis2_worker.evaluate.metrics import render_psnr  # noqa: E402
+from trellis2_worker.evaluate.preview import (  # noqa: E402
+    camera_face_ids,
+    colour_faces,
+    occupancy_surface,
+    preview_panel,
+    render_camera,
+    render_mesh,
+    render_occupancy,
+)
+from trellis2_worker.render import sample_views  # noqa: E402
 
 SIZE = 96
 
@@ -65,3 +82,71 @@ def test_the_panel_is_a_png_with_one_row_per_object():
     image = Image.open(io.BytesIO(png))
     assert image.format == "PNG" and image.width == 5 * 48
     assert image.height > 3 * 48
+
+
+def test_a_condition_camera_sees_a_sphere_as_its_perspective_disc():
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.4)
+    for view in sample_views(4, seed=7):
+        img = render_camera(sphere.vertices, sphere.faces, blender_camera(view), view["fov"], size=SIZE)
+        # the disc's radius on the picture plane: tan(asin(r / distance)) against the half-width tan(fov / 2)
+        rho = np.tan(np.arcsin(0.4 / view["radius"])) / np.tan(view["fov"] / 2)
+        assert covered(img) == pytest.approx(np.pi * rho**2 / 4, abs=0.02)
+
+
+def test_a_condition_camera_keeps_up_up_and_right_right():
+    # the camera on +x at the horizon looking at the origin: world +z is up in the picture, world +y to the right
+    view = {"yaw": 0.0, "pitch": 0.0, "radius": 2.0, "fov": 2 * np.arcsin(np.sqrt(3) / 4)}
+    up = trimesh.creation.box(extents=(0.2, 0.2, 0.2))
+    up.apply_translation((0.0, 0.0, 0.3))
+    right = trimesh.creation.box(extents=(0.2, 0.2, 0.2))
+    right.apply_translation((0.0, 0.3, 0.0))
+    mesh = trimesh.util.concatenate([up, right])
+    colours = np.zeros((len(mesh.faces), 3))
+    colours[:12] = (0, 0, 1)
+    colours[12:] = (1, 0, 0)
+    img = render_camera(mesh.vertices, mesh.faces, blender_camera(view), view["fov"], size=SIZE, face_colors=colours)
+    blue = (img[..., 2] == 255) & (img[..., 0] == 0)
+    red = (img[..., 0] == 255) & (img[..., 2] == 0)
+    ys, xs = np.nonzero(blue)
+    assert blue.sum() > 20 and ys.max() < SIZE // 2 and abs(xs.mean() - SIZE / 2) < 2
+    ys, xs = np.nonzero(red)
+    assert red.sum() > 20 and xs.min() > SIZE // 2 and abs(ys.mean() - SIZE / 2) < 2
+    # and nothing behind the eye is drawn (a point behind it would project mirrored into the picture)
+    behind = trimesh.creation.box(extents=(0.5, 0.5, 0.5))
+    behind.apply_translation((3.0, 0.0, 0.0))
+    assert covered(render_camera(behind.vertices, behind.faces, blender_camera(view), view["fov"], size=SIZE)) == 0
+
+
+def _condition(mesh, colour, view, size):
+    """A stand-in condition render: the mesh in `colour` from the view's camera, as RGBA with its silhouette."""
+    img = render_camera(mesh.vertices, mesh.faces, blender_camera(view), view["fov"], size=size,
+                        face_colors=np.tile(colour, (len(mesh.faces), 1)))
+    mask = img.min(axis=2) < 255
+    return img / 255.0, mask
+
+
+def test_render_psnr_compares_the_base_colour_on_the_conditions_alpha_mask():
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.4)
+    views = sample_views(2, seed=3)
+    targets = [(i, {"transform_matrix": blender_camera(v).tolist(), "camera_angle_x": v["fov"]},
+                *_condition(sphere, (1.0, 0.0, 0.0), v, 64)) for i, v in enumerate(views)]
+    colours = {"near": np.tile((0.9, 0.0, 0.0), (len(sphere.faces), 1)),
+               "far": np.tile((0.0, 0.0, 1.0), (len(sphere.faces), 1))}
+    scores = render_psnr(sphere.vertices, sphere.faces, colours, targets)
+    # the same silhouette, off by 0.1 in one channel of three: MSE 0.01 / 3; blue against red: MSE 2 / 3
+    assert scores["near"] == pytest.approx(10 * np.log10(3 / 0.01), abs=0.2)
+    assert scores["far"] == pytest.approx(10 * np.log10(1.5), abs=0.05)
+    # nothing generated: white against red on the mask, MSE 2 / 3 (what lies outside the mask does not count)
+    empty = render_psnr(np.zeros((0, 3)), np.zeros((0, 3), np.int64), {"base": None}, targets)
+    assert empty["base"] == pytest.approx(10 * np.log10(1.5), abs=1e-6)
+    assert render_psnr(sphere.vertices, sphere.faces, colours, []) == {"near": None, "far": None}
+
+
+def test_colouring_the_face_ids_is_the_unshaded_render():
+    sphere = trimesh.creation.icosphere(subdivisions=2, radius=0.4)
+    view = sample_views(1, seed=5)[0]
+    rng = np.random.default_rng(0)
+    fc = rng.random((len(sphere.faces), 3))
+    ids = camera_face_ids(sphere.vertices, sphere.faces, blender_camera(view), view["fov"], size=48)
+    direct = render_camera(sphere.vertices, sphere.faces, blender_camera(view), view["fov"], size=48, face_colors=fc)
+    assert (ids >= 0).any() and np.array_equal(colour_faces(ids, fc), direct)

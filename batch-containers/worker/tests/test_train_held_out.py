@@ -198,12 +198,23 @@ def test_the_held_out_object_is_generated_with_the_base_the_adapter_and_the_ema(
     assert per["base"] != per["adapted"]  # the adapter changes the generation (same seed, same settings)
 
 
-def test_texture_generations_are_judged_on_the_objects_own_shape(base, dataset, tmp_path):
+def test_texture_generations_are_judged_on_the_objects_own_shape(base, dataset, tmp_path, capsys):
     report = train(request(dataset, tmp_path, denoiser="texture", output=str(tmp_path / "texture.safetensors"),
-                           training_steps=2), base=base)
-    _check_generation(report["metrics"], tmp_path, "texture", ["base", "adapted"], {"base_color_voxel_psnr", "voxels"})
+                           training_steps=2, progress=True), base=base)
+    _check_generation(report["metrics"], tmp_path, "texture", ["base", "adapted"],
+                      {"base_color_voxel_psnr", "voxels", "base_color_render_psnr"})
     per = report["metrics"]["held_out"]["generation"]["per_object"][0]
     assert per["base"]["voxels"] == per["adapted"]["voxels"] > 0  # both decoded on the object's own voxels
+    # rendered from the condition cameras the object has of views 0 and 8 (this dataset has 4 views)
+    assert per["render_views"] == [0]
+    for name in ("base", "adapted"):
+        assert 0 < per[name]["base_color_render_psnr"] < 60
+    assert "base_color_render_psnr" in report["metrics"]["held_out"]["generation"]["mean"]["adapted"]
+    captured = capsys.readouterr()
+    assert "base_color_render_psnr" in captured.out  # the console's verdict
+    # the held-out generations' counter, counted to the end
+    assert any("evaluate texture generations" in line and "1/1" in line
+               for line in captured.err.replace("\r", "\n").splitlines())
 
 
 @pytest.mark.skipif(not os.environ.get("TRELLIS2_SLOW_TESTS"), reason="TRELLIS2_SLOW_TESTS=1: samples 64³ twice")

@@ -11,9 +11,26 @@ import numpy as np
 from PIL import Image
 
 
+def blender_camera(view: dict) -> np.ndarray:
+    """The 4×4 camera-to-world matrix the Blender pass records for a view of render.cameras: at the view's position,
+    its -Z tracking the origin with +Y up (TRACK_TO, TRACK_NEGATIVE_Z, UP_Y)."""
+    from trellis2_worker.render import camera_location
+
+    eye = camera_location(view)
+    forward = -eye / np.linalg.norm(eye)
+    right = np.cross(forward, [0.0, 0.0, 1.0])
+    right /= np.linalg.norm(right)
+    m = np.eye(4)
+    m[:3, 0], m[:3, 1], m[:3, 2], m[:3, 3] = right, np.cross(right, forward), -forward, eye
+    return m
+
+
 def _views(folder: Path, rng: np.random.Generator, count: int, size: int = 64) -> None:
+    from trellis2_worker.render import sample_views
+
     folder.mkdir(parents=True, exist_ok=True)
     frames = []
+    cameras = sample_views(count)  # the same cameras for every object (drawing a seed from rng would shift its data)
     yy, xx = np.mgrid[:size, :size]
     colour = rng.integers(40, 255, size=3)
     for i in range(count):
@@ -23,7 +40,8 @@ def _views(folder: Path, rng: np.random.Generator, count: int, size: int = 64) -
         img[inside, :3] = np.clip(colour * (0.6 + 0.4 * (xx[inside] / size))[:, None], 0, 255).astype(np.uint8)
         img[inside, 3] = 255
         Image.fromarray(img, "RGBA").save(folder / f"{i:03d}.png")
-        frames.append({"file_path": f"{i:03d}.png", "camera_angle_x": 0.5, "transform_matrix": np.eye(4).tolist()})
+        frames.append({"file_path": f"{i:03d}.png", "camera_angle_x": cameras[i]["fov"],
+                       "transform_matrix": blender_camera(cameras[i]).tolist()})
     (folder / "transforms.json").write_text(json.dumps({"aabb": [[-0.5] * 3, [0.5] * 3], "scale": 1.0,
                                                         "offset": [0, 0, 0], "frames": frames}))
 

@@ -7,8 +7,11 @@ the base-vs-adapter generations of a training run's held-out objects.
 - `load_mesh(path, label=None) -> trimesh.Trimesh`: a glb/obj/ply/stl file as given; InputError when it is not a mesh.
 - `occupancy_iou(pred, gt)`, `coords_to_occupancy(coords, resolution)`: the sparse-structure stage's IoU.
 - `psnr(pred, target, peak=1.0, mask=None)`, `voxel_psnr(pred_coords, pred_values, gt_coords, gt_values,
-  peak=255.0) -> (dB, matched)`: the texture stage's renders and attribute voxels.
-- `render_mesh(vertices, faces, ...)`, `render_occupancy(grid, ...)`, `preview_panel(rows) -> PNG bytes` (preview.py).
+  peak=255.0) -> (dB, matched)`, `render_psnr(vertices, faces, {variant: face colours}, targets) -> {variant: dB}`:
+  the texture stage's attribute voxels, and its renders from condition cameras against the condition renders.
+- `render_mesh(vertices, faces, ...)` (orthographic), `render_camera(vertices, faces, transform_matrix, fov, ...)`
+  (a condition render's camera), `camera_face_ids` + `colour_faces` (one z-buffer, several colourings),
+  `render_occupancy(grid, ...)`, `preview_panel(rows) -> PNG bytes` (preview.py).
 - `GenerationEval`, `HeldOutObject`, `evaluate_generations(...)` (held_out.py): what a training job runs on its
   held-out objects after saving the adapter; imported on first use (it needs torch and the generation pipeline).
 - `DEFAULT_SAMPLES`, `FSCORE_THRESHOLDS`, `MESH_SUFFIXES`.
@@ -24,9 +27,10 @@ from .metrics import (
     mesh_metrics,
     occupancy_iou,
     psnr,
+    render_psnr,
     voxel_psnr,
 )
-from .preview import preview_panel, render_mesh, render_occupancy
+from .preview import camera_face_ids, colour_faces, preview_panel, render_camera, render_mesh, render_occupancy
 
 _LAZY = {"GenerationEval", "HeldOutObject", "evaluate_generations"}
 
@@ -45,6 +49,8 @@ __all__ = [
     "GenerationEval",
     "HeldOutObject",
     "MESH_SUFFIXES",
+    "camera_face_ids",
+    "colour_faces",
     "coords_to_occupancy",
     "evaluate_generations",
     "load_mesh",
@@ -52,7 +58,9 @@ __all__ = [
     "occupancy_iou",
     "preview_panel",
     "psnr",
+    "render_camera",
     "render_mesh",
     "render_occupancy",
+    "render_psnr",
     "voxel_psnr",
 ]

@@ -9,7 +9,8 @@ settings, and only this stage's flow swapped (base, adapter, and the EMA when th
   decoded by the base's shape decoder against the mesh decoded from the object's own shape latent, Chamfer-L1/L2,
   F-score@0.01/0.02 and normal consistency, all in the unit cube the preprocessing normalises to.
 - texture: the object's shape latent as the texture flow's condition (its real input); the PSNR of the decoded
-  base colour against the object's own PBR latent decoded on the same voxels.
+  base colour against the object's own PBR latent decoded on the same voxels, and of the textured mesh rendered
+  from condition cameras (`RENDER_VIEWS`, at `RENDER_SIZE`) against those condition renders on their alpha mask.
 The ground truth is therefore "the object as its latents hold it": what a perfect flow would reach through the same
 decoders, so the figures measure the flows, not the VAEs.
 """
@@ -29,13 +30,20 @@ from trellis2_worker.evaluate.metrics import (
     coords_to_occupancy,
     mesh_metrics,
     occupancy_iou,
+    render_psnr,
     voxel_psnr,
 )
 from trellis2_worker.evaluate.preview import VIEWS, preview_panel, render_mesh, render_occupancy
+from trellis2_worker.progress import counter
 
 SEED = 1234
 SS_GRID = 64
 DEFAULT_BUDGET_S = 1800.0  # the evaluation stops starting new objects after this; the adapter is already saved
+# The texture stage's render PSNR: two condition views (the one it is conditioned on, and one from the other half of
+# the 16-view set: a different side), small, since each costs a render per variant.
+RENDER_VIEWS = (0, 8)
+RENDER_SIZE = 128
+ALPHA_MASK = 0.5  # a condition pixel counts as the object's where its alpha is at least this
 
 
 @dataclass
@@ -55,6 +63,7 @@ class GenerationEval:
     samples: int = DEFAULT_SAMPLES
     budget_s: float = DEFAULT_BUDGET_S
     seed: int = SEED
+    progress: bool = False       # a counter of the objects (done / total, rate, ETA) on stderr
     timings: dict = field(default_factory=dict)
 
 
@@ -100,6 +109,22 @@ def _face_colours(vertices, faces, voxel_coords, colours, resolution: int):
     return np.clip(np.asarray(colours)[idx, :3], 0, 1)
 
 
+def condition_targets(dataset, sha256: str, size: int = RENDER_SIZE) -> list[tuple]:
+    """Per view of `RENDER_VIEWS` the object has: (view, its transforms.json frame, its RGB in [0, 1] on white at
+    size², its alpha mask), what `render_psnr` compares a generation's renders with."""
+    from PIL import Image
+
+    frames = dataset.transforms(sha256)["frames"]
+    out = []
+    for view in [v for v in RENDER_VIEWS if v < min(dataset.num_renders(sha256), len(frames))]:
+        image = dataset.render(sha256, view).convert("RGBA").resize((size, size), Image.Resampling.BILINEAR)
+        rgba = np.asarray(image, np.float64) / 255.0
+        alpha = rgba[..., 3:]
+        rgb = rgba[..., :3] * alpha + (1 - alpha)  # on white, as the generations are rendered
+        out.append((view, frames[view], rgb, alpha[..., 0] >= ALPHA_MASK))
+    return out
+
+
 def _views(render) -> list[np.ndarray]:
     return [render(az, el) for az, el in VIEWS]
 
@@ -108,65 +133,23 @@ def _views(render) -> list[np.ndarray]:
 def evaluate_generations(ev: GenerationEval, base, device, objects: list[HeldOutObject], dataset,
                          models: dict) -> tuple[dict, bytes | None]:
     """(metrics, preview PNG) over `objects`; `models` = {flow key: the model whose adapter the variants switch}."""
-    from trellis2_worker.generate.pipeline import PIPELINE_TYPES, Trellis2Pipeline
+    from trellis2_worker.generate.pipeline import Trellis2Pipeline
 
     pipe = Trellis2Pipeline(base, device, models=models)
     deadline = time.monotonic() + ev.budget_s
     per_object, rows = [], []
     started = time.perf_counter()
-    for obj in objects:
-        if time.monotonic() > deadline:
-            break
-        rec: dict = {"sha256": obj.sha256}
-        row = {"condition": obj.image, "title": obj.sha256[:12], "base": [], "adapted": []}
-        if ev.stage == "sparse_structure":
-            z = torch.as_tensor(np.asarray(dataset.ss_latent(obj.sha256)), dtype=torch.float32)[None].to(device)
-            gt = (pipe.model("sparse_structure_decoder")(z) > 0)[0, 0].cpu().numpy()
-            for name, variant in ev.variants.items():
-                torch.manual_seed(ev.seed)
-                with variant():
-                    coords = pipe.sample_sparse_structure(obj.cond_512, SS_GRID).cpu().numpy()[:, 1:]
-                occ = coords_to_occupancy(coords, SS_GRID)
-                rec[name] = {"iou": occupancy_iou(occ, gt)}
-                row[name] = _views(lambda az, el, o=occ: render_occupancy(o, azimuth=az, elevation=el))
-        elif ev.stage == "geometry":
-            pt = PIPELINE_TYPES["512" if ev.resolution == 512 else "1024"]
-            torch.manual_seed(ev.seed)
-            ss = pipe.sample_sparse_structure(obj.cond_512, pt.ss_resolution)  # the base's: the same for all
-            shape = dataset.shape_latent(obj.sha256)
-            _, _, gv, gf = _shape_decode(pipe, _sparse(shape.feats, shape.coords).to(device), ev.resolution)
-            gt = (gv, gf)
-            for name, variant in ev.variants.items():
-                torch.manual_seed(ev.seed + 1)
-                with variant():
-                    slat = pipe.sample_shape_slat(obj.condition, ev.flow_key, ss)
-                _, _, v, f = _shape_decode(pipe, slat, ev.resolution)
-                rec[name] = _mesh_scores(v, f, gt, ev.samples, ev.seed)
-                row[name] = _views(lambda az, el, v=v, f=f: render_mesh(v, f, azimuth=az, elevation=el))
-        else:
-            shape = dataset.shape_latent(obj.sha256)
-            shape_slat = _sparse(shape.feats, shape.coords).to(device)
-            h, subs, v, f = _shape_decode(pipe, shape_slat, ev.resolution)
-            tex_decoder = pipe.model("tex_slat_decoder")
-            pbr = dataset.pbr_latent(obj.sha256)
-            gt_attrs = tex_decoder(_sparse(pbr.feats, pbr.coords).to(device), guide_subs=subs) * 0.5 + 0.5
-            gt_coords = gt_attrs.coords[:, 1:].cpu().numpy()
-            gt_colour = gt_attrs.feats[:, :3].float().cpu().numpy()
-            for name, variant in ev.variants.items():
-                torch.manual_seed(ev.seed)
-                with variant():
-                    tex = pipe.sample_tex_slat(obj.condition, ev.flow_key, shape_slat)
-                attrs = tex_decoder(tex, guide_subs=subs) * 0.5 + 0.5
-                colour = attrs.feats[:, :3].float().cpu().numpy()
-                coords = attrs.coords[:, 1:].cpu().numpy()
-                db, matched = voxel_psnr(coords, np.clip(colour, 0, 1), gt_coords, np.clip(gt_colour, 0, 1), peak=1.0)
-                rec[name] = {"base_color_voxel_psnr": db if np.isfinite(db) else None, "voxels": matched}
-                fc = _face_colours(v, f, coords, colour, ev.resolution)
-                row[name] = _views(lambda az, el, fc=fc: render_mesh(v, f, azimuth=az, elevation=el, face_colors=fc))
-        per_object.append(rec)
-        row["base_caption"] = _caption(rec.get("base", {}))
-        row["adapted_caption"] = _caption(rec.get("adapted", {}))
-        rows.append(row)
+    bar = counter(len(objects), f"evaluate {ev.stage} generations", "object", ev.progress)
+    try:
+        for obj in objects:
+            if time.monotonic() > deadline:
+                break
+            rec, row = _evaluate_object(ev, pipe, device, obj, dataset)
+            per_object.append(rec)
+            rows.append(row)
+            bar.update(1)
+    finally:
+        bar.close()
     metrics = {"objects": len(per_object), "seed": ev.seed, "per_object": per_object,
                "mean": _means(per_object, list(ev.variants)), "generation_s": round(time.perf_counter() - started, 3)}
     if len(per_object) < len(objects):
@@ -175,6 +158,65 @@ def evaluate_generations(ev: GenerationEval, base, device, objects: list[HeldOut
         metrics["samples"] = ev.samples
     return metrics, (preview_panel(rows) if rows else None)
 
+def _evaluate_object(ev: GenerationEval, pipe, device, obj: HeldOutObject, dataset) -> tuple[dict, dict]:
+    """One held-out object's scores per variant and its row of the panel."""
+    from trellis2_worker.generate.pipeline import PIPELINE_TYPES
+
+    rec: dict = {"sha256": obj.sha256}
+    row = {"condition": obj.image, "title": obj.sha256[:12], "base": [], "adapted": []}
+    if ev.stage == "sparse_structure":
+        z = torch.as_tensor(np.asarray(dataset.ss_latent(obj.sha256)), dtype=torch.float32)[None].to(device)
+        gt = (pipe.model("sparse_structure_decoder")(z) > 0)[0, 0].cpu().numpy()
+        for name, variant in ev.variants.items():
+            torch.manual_seed(ev.seed)
+            with variant():
+                coords = pipe.sample_sparse_structure(obj.cond_512, SS_GRID).cpu().numpy()[:, 1:]
+            occ = coords_to_occupancy(coords, SS_GRID)
+            rec[name] = {"iou": occupancy_iou(occ, gt)}
+            row[name] = _views(lambda az, el, o=occ: render_occupancy(o, azimuth=az, elevation=el))
+    elif ev.stage == "geometry":
+        pt = PIPELINE_TYPES["512" if ev.resolution == 512 else "1024"]
+        torch.manual_seed(ev.seed)
+        ss = pipe.sample_sparse_structure(obj.cond_512, pt.ss_resolution)  # the base's: the same for all
+        shape = dataset.shape_latent(obj.sha256)
+        _, _, gv, gf = _shape_decode(pipe, _sparse(shape.feats, shape.coords).to(device), ev.resolution)
+        gt = (gv, gf)
+        for name, variant in ev.variants.items():
+            torch.manual_seed(ev.seed + 1)
+            with variant():
+                slat = pipe.sample_shape_slat(obj.condition, ev.flow_key, ss)
+            _, _, v, f = _shape_decode(pipe, slat, ev.resolution)
+            rec[name] = _mesh_scores(v, f, gt, ev.samples, ev.seed)
+            row[name] = _views(lambda az, el, v=v, f=f: render_mesh(v, f, azimuth=az, elevation=el))
+    else:
+        shape = dataset.shape_latent(obj.sha256)
+        shape_slat = _sparse(shape.feats, shape.coords).to(device)
+        h, subs, v, f = _shape_decode(pipe, shape_slat, ev.resolution)
+        tex_decoder = pipe.model("tex_slat_decoder")
+        pbr = dataset.pbr_latent(obj.sha256)
+        gt_attrs = tex_decoder(_sparse(pbr.feats, pbr.coords).to(device), guide_subs=subs) * 0.5 + 0.5
+        gt_coords = gt_attrs.coords[:, 1:].cpu().numpy()
+        gt_colour = gt_attrs.feats[:, :3].float().cpu().numpy()
+        targets = condition_targets(dataset, obj.sha256)
+        rec["render_views"] = [view for view, *_ in targets]
+        colours = {}
+        for name, variant in ev.variants.items():
+            torch.manual_seed(ev.seed)
+            with variant():
+                tex = pipe.sample_tex_slat(obj.condition, ev.flow_key, shape_slat)
+            attrs = tex_decoder(tex, guide_subs=subs) * 0.5 + 0.5
+            colour = attrs.feats[:, :3].float().cpu().numpy()
+            coords = attrs.coords[:, 1:].cpu().numpy()
+            db, matched = voxel_psnr(coords, np.clip(colour, 0, 1), gt_coords, np.clip(gt_colour, 0, 1), peak=1.0)
+            fc = colours[name] = _face_colours(v, f, coords, colour, ev.resolution)
+            rec[name] = {"base_color_voxel_psnr": db if np.isfinite(db) else None, "voxels": matched}
+            row[name] = _views(lambda az, el, fc=fc: render_mesh(v, f, azimuth=az, elevation=el, face_colors=fc))
+        for name, db in render_psnr(v, f, colours, targets).items():
+            rec[name]["base_color_render_psnr"] = db
+    row["base_caption"] = _caption(rec.get("base", {}))
+    row["adapted_caption"] = _caption(rec.get("adapted", {}))
+    return rec, row
+
 
 def _caption(scores: dict) -> str:
     if "iou" in scores:
@@ -182,8 +224,11 @@ def _caption(scores: dict) -> str:
     if "chamfer_l1" in scores:
         return (f"CD-L1 {scores['chamfer_l1']:.4f} F@0.01 {scores['fscore']['0.01']:.3f} "
                 f"F@0.02 {scores['fscore']['0.02']:.3f}")
-    if scores.get("base_color_voxel_psnr") is not None:
-        return f"base-colour PSNR {scores['base_color_voxel_psnr']:.2f} dB"
+    parts = [f"{label} {scores[k]:.2f} dB" for k, label in
+             (("base_color_voxel_psnr", "voxel PSNR"), ("base_color_render_psnr", "render PSNR"))
+             if scores.get(k) is not None]
+    if parts:
+        return "base colour: " + ", ".join(parts)
     return "empty mesh" if scores.get("empty_mesh") else ""
 
 

@@ -1,5 +1,5 @@
 """Geometry and appearance metrics: Chamfer distance, F-score and normal consistency between two surfaces, IoU of
-two occupancy grids, PSNR of images and of voxel attributes.
+two occupancy grids, PSNR of images and of voxel attributes, and of a textured mesh rendered from condition cameras.
 
 Surface metrics follow the usual recipe (Occupancy Networks, TRELLIS papers): sample points uniformly by area on each
 surface, and for every sample take its distance to the other surface. Chamfer-L1 is the mean of the two directions'
@@ -199,3 +199,25 @@ def _cell_keys(coords: np.ndarray) -> np.ndarray:
     if len(coords) and (coords.min() < 0 or coords.max() >= 1 << 21):
         raise ValueError("voxel coordinates must lie in [0, 2^21)")
     return (coords[:, 0] << 42) | (coords[:, 1] << 21) | coords[:, 2]
+
+
+def render_psnr(vertices, faces, face_colours: dict, targets) -> dict:
+    """{variant: PSNR (dB)} of the mesh's flat base colour in each variant's face colours, rendered from each
+    target's camera, against the condition renders over the pixels of their alpha masks (all views together);
+    None with no view or an empty mask. Pixels of the object the mesh leaves empty count as white. The mesh is the
+    same for every variant (the object's own shape), so each view is z-buffered once. `targets`: (view,
+    transforms.json frame, RGB in [0, 1] on white, alpha mask) per view."""
+    from trellis2_worker.evaluate.preview import camera_face_ids, colour_faces
+
+    ids = [camera_face_ids(vertices, faces, frame["transform_matrix"], float(frame["camera_angle_x"]),
+                           size=rgb.shape[0]) for _, frame, rgb, _ in targets]
+    masks = np.stack([mask for *_, mask in targets]) if targets else None
+    out = {}
+    for name, fc in face_colours.items():
+        if masks is None or not masks.any():
+            out[name] = None
+            continue
+        preds = np.stack([colour_faces(i, fc) for i in ids]) / 255.0
+        db = psnr(preds, np.stack([rgb for _, _, rgb, _ in targets]), mask=masks)
+        out[name] = db if np.isfinite(db) else None
+    return out

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from trellis2_worker.progress import counter
 from trellis2_worker.train import lora as lora_io
 from trellis2_worker.train.condition import Conditioner
 from trellis2_worker.train.data import TrainObject, load_objects
@@ -44,13 +45,9 @@ def flow_losses(denoise: Denoise, peft_model, conditioner: Conditioner, sets: di
                 count: int, ema=None, progress: bool = False) -> dict:
     """{set name: {"base", "adapted", "objects"} (+ "ema_adapted")} on the first `count` objects of each non-empty
     set: the adapter off, on, and replaced by its EMA. `progress`: a counter of the passes on stderr."""
-    import sys
-
-    from tqdm import tqdm
-
     variants = 3 if ema is not None else 2
-    bar = tqdm(total=sum(variants * len(objs[:count]) for objs in sets.values()), desc="evaluate flow loss",
-               unit="object-pass", file=sys.stderr, dynamic_ncols=True, disable=not progress)
+    bar = counter(sum(variants * len(objs[:count]) for objs in sets.values()), "evaluate flow loss", "object-pass",
+                  progress)
 
     def measure(objs, conds) -> float:
         loss = fixed_noise_flow_loss(denoise, objs, conds)

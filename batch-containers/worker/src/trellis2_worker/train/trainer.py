@@ -25,6 +25,7 @@ from typing import Callable
 import torch
 
 from trellis2_worker.errors import InputError, WorkerError, one_line
+from trellis2_worker.progress import counter
 from trellis2_worker.train import lora as lora_io
 from trellis2_worker.train.batching import default_token_budget, plan_micro_batches
 from trellis2_worker.train.checkpoint import Checkpoints, fingerprint
@@ -228,7 +229,8 @@ def _evaluate_generations(run: Run, base, ds, held_out: list[TrainObject], flow_
             feats = {size: run.conditioner.encoder(prepare_view(image, size)[None], image_size=size).float()
                      for size in {512, run.stage.image_size(req.resolution)}}
             objs.append(HeldOutObject(o.sha256, feats[run.stage.image_size(req.resolution)], feats[512], image))
-        ev = GenerationEval(req.denoiser, req.resolution, flow_key, variants, samples=req.eval_samples)
+        ev = GenerationEval(req.denoiser, req.resolution, flow_key, variants, samples=req.eval_samples,
+                            progress=req.progress)
         was_training = peft_model.training
         peft_model.eval()
         ctx = torch.autocast("cuda", dtype=torch.bfloat16) if run.denoise.autocast else contextlib.nullcontext()
@@ -269,7 +271,8 @@ def _print_metrics(denoiser: str, m: dict) -> None:
     gen = (m.get("held_out") or {}).get("generation")
     if gen and gen["objects"]:
         means = gen["mean"]
-        keys = [k for k in ("iou", "chamfer_l1", "fscore@0.01", "fscore@0.02", "base_color_voxel_psnr")
+        keys = [k for k in ("iou", "chamfer_l1", "fscore@0.01", "fscore@0.02", "base_color_voxel_psnr",
+                                "base_color_render_psnr")
                 if k in means.get("base", {})]
         shown = "; ".join(f"{k} " + " -> ".join(f"{means[v][k]:.4f}" for v in means if k in means[v]) for k in keys)
         print(f"train: {denoiser} generations of {gen['objects']} held-out object(s), "
@@ -287,13 +290,10 @@ def _diverged(step: int, value: float) -> TrainingDiverged:
 
 
 def _loop(run: Run) -> None:
-    from tqdm import tqdm
-
     req, stage, objects = run.req, run.stage, run.objects
     run.denoise.model.train()
     t0 = time.perf_counter()
-    bar = tqdm(total=req.training_steps, initial=run.start, desc=f"train {req.denoiser}", unit="step",
-               disable=not req.progress, file=sys.stderr, dynamic_ncols=True)
+    bar = counter(req.training_steps, f"train {req.denoiser}", "step", req.progress, initial=run.start)
     try:
         for step in range(run.start, req.training_steps):
             rng, gen = step_generators(req.seed, step)

@@ -269,6 +269,8 @@ public final class Finalizer {
         }
         ObjectNode message = Json.MAPPER.createObjectNode();
         message.put("request_id", requestId);
+        // The hosted queue's name for the id the caller was given; here the same one.
+        message.put("gateway_request_id", requestId);
         message.put("status", outcome.status());
         message.set("payload", Json.MAPPER.valueToTree(outcome.result()));
         if (outcome.error() == null) {

@@ -1,10 +1,13 @@
 package io.trellis2lora.orchestration;
 
 import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.trellis2lora.core.InputRefusedException;
 import io.trellis2lora.core.Json;
+import io.trellis2lora.core.model.TrainingResult;
 import io.trellis2lora.core.net.AddressPolicy;
 import io.trellis2lora.core.net.SafeHttp;
+import io.trellis2lora.core.storage.PresignedLinks;
 import java.io.IOException;
 import java.net.URI;
 import java.nio.charset.StandardCharsets;
@@ -12,9 +15,10 @@ import java.time.Duration;
 import org.apache.http.impl.conn.SystemDefaultDnsResolver;
 
 /**
- * Delivers one queued webhook: {@code {"url": ..., "body": {request_id, status: "OK"|"ERROR", payload, error}}} is
- * POSTed as JSON to the URL the user gave (submit's {@code ?fal_webhook=}, or {@code fal_webhook} in an upload's sidecar). The
- * URL's addresses are checked against the same policy as user archive URLs, so a webhook cannot reach the
+ * Delivers one queued webhook: {@code {"url": ..., "body": {request_id, gateway_request_id, status: "OK"|"ERROR",
+ * payload, error}}} is POSTed as JSON, the payload (the result) with its s3:// files as presigned https URLs, to the
+ * URL the user gave (submit's {@code ?fal_webhook=}, or {@code fal_webhook} in an upload's sidecar). The URL's
+ * addresses are checked against the same policy as user archive URLs, so a webhook cannot reach the
  * deployment's private network.
  */
 public final class WebhookSender {
@@ -23,13 +27,17 @@ public final class WebhookSender {
 
     /** Resolves the host once, vets every address, and connects to those: no second lookup to rebind. */
     private final SafeHttp http;
+    /** Signs the payload's s3:// files at each try, so the receiver gets links it can download for their lifetime. */
+    private final PresignedLinks links;
 
-    public WebhookSender(AddressPolicy policy, Duration timeout) {
-        this(new SafeHttp(policy, null, "webhook", timeout, SystemDefaultDnsResolver.INSTANCE));
+    public WebhookSender(AddressPolicy policy, Duration timeout, PresignedLinks links) {
+        this(new SafeHttp(policy, null, "webhook", timeout, SystemDefaultDnsResolver.INSTANCE), links);
     }
 
-    public WebhookSender(SafeHttp http) {
+    /** @param links null to send the payload's file URLs as they are queued (a queue without s3:// files) */
+    public WebhookSender(SafeHttp http, PresignedLinks links) {
         this.http = http;
+        this.links = links;
     }
 
     public Delivery deliver(String messageBody) {
@@ -41,6 +49,14 @@ public final class WebhookSender {
         }
         String url = message.path("url").asText("");
         JsonNode body = message.path("body");
+        if (links != null && body.path("payload").isObject()) {
+            try {
+                TrainingResult result = TrainingResult.parse(Json.write(body.get("payload")));
+                ((ObjectNode) body).set("payload", Json.MAPPER.valueToTree(links.of(result)));
+            } catch (InputRefusedException e) {
+                return new Delivery(false, "unreadable payload: " + e.getMessage());
+            }
+        }
         String host;
         try {
             host = URI.create(url).getHost();

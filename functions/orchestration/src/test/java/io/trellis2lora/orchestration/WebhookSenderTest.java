@@ -63,7 +63,7 @@ class WebhookSenderTest {
             };
         };
         return new WebhookSender(new SafeHttp(new AddressPolicy(true, false), null, "webhook",
-                Duration.ofSeconds(5), dns));
+                Duration.ofSeconds(5), dns), null);
     }
 
     private static String message(String url) {

@@ -4,19 +4,23 @@ import com.amazonaws.services.lambda.runtime.Context;
 import com.amazonaws.services.lambda.runtime.RequestHandler;
 import com.amazonaws.services.lambda.runtime.events.SQSBatchResponse;
 import com.amazonaws.services.lambda.runtime.events.SQSEvent;
+import io.trellis2lora.core.api.PlatformConfig;
 import io.trellis2lora.core.net.AddressPolicy;
+import io.trellis2lora.core.storage.PresignedLinks;
 import io.trellis2lora.orchestration.WebhookSender;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import software.amazon.awssdk.http.urlconnection.UrlConnectionHttpClient;
+import software.amazon.awssdk.services.s3.presigner.S3Presigner;
 import software.amazon.awssdk.services.sqs.SqsClient;
 
 /**
  * The webhook queue's consumer. A failed delivery is handed back to SQS as a batch item failure after its
  * visibility is pushed out by an exponential backoff, so it is retried later; after the queue's maxReceiveCount
  * (the infrastructure's redrive policy) SQS moves it to the dead-letter queue. Environment:
- * TRELLIS2_WEBHOOK_QUEUE_URL (this queue), TRELLIS2_WEBHOOK_BACKOFF_SECONDS (first delay, default 30).
+ * TRELLIS2_WEBHOOK_QUEUE_URL (this queue), TRELLIS2_WEBHOOK_BACKOFF_SECONDS (first delay, default 30),
+ * TRELLIS2_PRESIGN_SECONDS (lifetime of the payload's links, signed at each try).
  */
 public class WebhookHandler implements RequestHandler<SQSEvent, SQSBatchResponse> {
     private final WebhookSender sender;
@@ -25,7 +29,9 @@ public class WebhookHandler implements RequestHandler<SQSEvent, SQSBatchResponse
     private final int backoffBase;
 
     public WebhookHandler() {
-        this(new WebhookSender(AddressPolicy.fromEnvironment(System::getenv), Duration.ofSeconds(10)),
+        this(new WebhookSender(AddressPolicy.fromEnvironment(System::getenv), Duration.ofSeconds(10),
+                        new PresignedLinks(S3Presigner.create(),
+                                PlatformConfig.fromEnvironment(System::getenv).presignTtl())),
                 SqsClient.builder().httpClientBuilder(UrlConnectionHttpClient.builder()).build(),
                 System.getenv("TRELLIS2_WEBHOOK_QUEUE_URL"), intEnv("TRELLIS2_WEBHOOK_BACKOFF_SECONDS", 30));
     }

@@ -1,8 +1,7 @@
 package io.trellis2lora.core.api;
 
-import io.trellis2lora.core.model.FileRef;
 import io.trellis2lora.core.model.TrainingResult;
-import io.trellis2lora.core.storage.S3Uri;
+import io.trellis2lora.core.storage.PresignedLinks;
 import io.trellis2lora.core.storage.StorageLayout;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
@@ -25,28 +24,13 @@ public final class ResultOperation extends ApiOperation {
         String json = new String(stored.get(), StandardCharsets.UTF_8);
         TrainingResult result;
         try {
-            result = TrainingResult.parse(json).mapFiles(this::presign);
+            result = new PresignedLinks(services.presigner(), services.config().presignTtl())
+                    .of(TrainingResult.parse(json));
         } catch (io.trellis2lora.core.InputRefusedException e) {
             // result.json is written by the finalize step, not by the user: a broken one is our fault (500).
             throw new IllegalStateException("result.json of " + id + " is damaged: " + e.getMessage(), e);
         }
         return ApiResponse.json(200, result);
-    }
-
-    private FileRef presign(FileRef f) {
-        if (!S3Uri.isS3(f.url())) {
-            return f;
-        }
-        S3Uri u = S3Uri.parse(f.url());
-        String url = services.presigner().presignGetObject(p -> p.signatureDuration(services.config().presignTtl())
-                .getObjectRequest(g -> {
-                    g.bucket(u.bucket()).key(u.key());
-                    if (f.fileName() != null) {
-                        g.responseContentDisposition("attachment; filename=\"" + f.fileName().replace("\"", "")
-                                + "\"");
-                    }
-                })).url().toString();
-        return f.withUrl(url);
     }
 
     private ApiResponse notReady(String id) throws IOException {

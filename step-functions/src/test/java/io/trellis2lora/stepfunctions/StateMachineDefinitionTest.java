@@ -37,6 +37,8 @@ class StateMachineDefinitionTest {
             "JobQueueArn", "arn:aws:batch:us-east-1:123456789012:job-queue/trellis2-gpu",
             "PreprocessJobDefinitionArn", "arn:aws:batch:us-east-1:123456789012:job-definition/trellis2-preprocess:1",
             "TrainJobDefinitionArn", "arn:aws:batch:us-east-1:123456789012:job-definition/trellis2-train:1",
+            "MergeJobQueueArn", "arn:aws:batch:us-east-1:123456789012:job-queue/trellis2-cpu",
+            "MergeJobDefinitionArn", "arn:aws:batch:us-east-1:123456789012:job-definition/trellis2-merge:1",
             "RequestsBucket", "trellis2-requests");
 
     static Path definitionFile() {
@@ -58,7 +60,7 @@ class StateMachineDefinitionTest {
     void batchRetryStrategiesStayWithinWhatSubmitJobAccepts() throws IOException {
         // AWS Batch refuses a SubmitJob whose retry strategy has more than 5 EvaluateOnExit entries.
         List<JsonNode> strategies = MAPPER.readTree(definition()).findValues("RetryStrategy");
-        assertEquals(2, strategies.size(), "Preprocess and the training stage each carry one");
+        assertEquals(4, strategies.size(), "Preprocess, its sharded array and merge, and the training stage");
         for (JsonNode strategy : strategies) {
             JsonNode rules = strategy.get("EvaluateOnExit");
             assertTrue(rules.size() <= 5, "at most 5 EvaluateOnExit entries, found " + rules.size());
@@ -135,7 +137,8 @@ class StateMachineDefinitionTest {
         assertTrue(root.path("TimeoutSeconds").asInt() > 0, "the execution needs a total time limit");
         List<JsonNode> tasks = new ArrayList<>();
         collectTasks(root.get("States"), tasks);
-        assertEquals(5, tasks.size(), "Prepare, Preprocess, TrainStage, StageFailed, Finalize");
+        assertEquals(7, tasks.size(),
+                "Prepare, Preprocess, PreprocessShards, MergeShards, TrainStage, StageFailed, Finalize");
         for (JsonNode task : tasks) {
             assertTrue(task.path("TimeoutSeconds").asInt() > 0, "every task needs TimeoutSeconds: " + task);
             if (task.path("Resource").asText().startsWith("arn:aws:states:::batch:submitJob")) {
@@ -156,6 +159,30 @@ class StateMachineDefinitionTest {
         JsonNode map = root.at("/States/Train");
         assertEquals("$.prepared.stage_count", map.path("MaxConcurrencyPath").asText());
         assertEquals("$.prepared.stages", map.path("ItemsPath").asText());
+    }
+
+    @Test
+    void shardedPreprocessingIsOneArrayJobThenAMergeThatRunsEvenWhenAChildFailed() throws IOException {
+        JsonNode states = MAPPER.readTree(definition()).get("States");
+        JsonNode choice = states.at("/PreprocessOrCached/Choices/0");
+        assertEquals("PreprocessShards", choice.path("Next").asText());
+        assertEquals("$.prepared.preprocess_shards", choice.at("/And/1/Variable").asText());
+        assertEquals(1, choice.at("/And/1/NumericGreaterThan").asInt(), "Batch arrays hold 2 or more children");
+        assertEquals("Preprocess", states.at("/PreprocessOrCached/Choices/1/Next").asText());
+        JsonNode array = states.get("PreprocessShards");
+        assertEquals("$.prepared.preprocess_shards", array.at("/Parameters/ArrayProperties/Size.$").asText());
+        assertEquals(states.at("/Preprocess/Parameters/RetryStrategy"), array.at("/Parameters/RetryStrategy"),
+                "each child is retried as the single job is");
+        JsonNode childFailed = array.at("/Catch/0");
+        assertEquals("[\"States.TaskFailed\"]", childFailed.get("ErrorEquals").toString());
+        assertEquals("MergeShards", childFailed.path("Next").asText());
+        assertEquals("$.preprocess_job", childFailed.path("ResultPath").asText(), "the plan is kept");
+        assertEquals("Finalize", array.at("/Catch/1/Next").asText());
+        JsonNode merge = states.get("MergeShards");
+        assertEquals("${MergeJobQueueArn}", merge.at("/Parameters/JobQueue").asText());
+        assertEquals("$.prepared.merge.command", merge.at("/Parameters/ContainerOverrides/Command.$").asText());
+        assertEquals("Train", merge.path("Next").asText());
+        assertEquals("Finalize", merge.at("/Catch/0/Next").asText());
     }
 
     private static void collectTasks(JsonNode states, List<JsonNode> out) {

@@ -5,6 +5,7 @@ import io.trellis2lora.core.InputRefusedException;
 import io.trellis2lora.local.LocalRunner;
 import io.trellis2lora.local.Progress;
 import io.trellis2lora.local.asl.Execution;
+import io.trellis2lora.orchestration.Sharding;
 import java.io.PrintStream;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -31,16 +32,18 @@ final class TrainCommand implements Command {
     @Override
     public String usage() {
         return """
-                REQUEST.json --out DIR [--base BASE] [--render-size PX] [--fresh] [--verbose]
+                REQUEST.json --out DIR [--base BASE] [--render-size PX] [--preprocess-shards N] [--fresh] [--verbose]
                   the whole training flow on this machine; DIR/result.json lists the adapters, DIR keeps requests/
                   and datasets/ (reused by later runs); PX: condition render size for preprocessing; the same
                   REQUEST.json rerun with the same DIR goes on as the same request, its training resuming from its
-                  checkpoints (after Ctrl-C), unless --fresh""";
+                  checkpoints (after Ctrl-C), unless --fresh; N: preprocessing as N parallel worker processes, each
+                  on its share of the objects, then merged into the one dataset (default 1)""";
     }
 
     @Override
     public int run(List<String> args, PrintStream out, PrintStream err) {
-        Args a = Args.parse(args, Set.of("--out", "--base", "--render-size"), Set.of("--verbose", "-v", "--fresh"));
+        Args a = Args.parse(args, Set.of("--out", "--base", "--render-size", "--preprocess-shards"),
+                Set.of("--verbose", "-v", "--fresh"));
         Path request = Path.of(a.only("REQUEST.json"));
         Path dir = Path.of(a.required("--out"));
         List<String> preprocessOptions = new ArrayList<>();
@@ -49,7 +52,7 @@ final class TrainCommand implements Command {
         }
         Progress progress = new Progress(out, a.has("--verbose") || a.has("-v"));
         LocalRunner runner = new LocalRunner(dir, a.options.get("--base"), worker, progress)
-                .preprocessOptions(preprocessOptions);
+                .preprocessOptions(preprocessOptions).preprocessShards(shards(a.options.get("--preprocess-shards")));
         String requestId;
         boolean resumed;
         try {
@@ -110,6 +113,22 @@ final class TrainCommand implements Command {
             err.println("error: " + e.getMessage());
             return 1;
         }
+    }
+
+    private static int shards(String value) {
+        if (value == null) {
+            return 1;
+        }
+        try {
+            int n = Integer.parseInt(value.trim());
+            if (n >= 1 && n <= Sharding.MAX_SHARDS) {
+                return n;
+            }
+        } catch (NumberFormatException e) {
+            // said below
+        }
+        throw new UsageException("--preprocess-shards takes a whole number from 1 to " + Sharding.MAX_SHARDS
+                + ", got '" + value + "'");
     }
 
     private static void report(JsonNode result, Path file, PrintStream out) {

@@ -106,5 +106,10 @@ class MainTest {
         Run r = run("train", tmp.resolve("r.json").toString());
         assertEquals(2, r.code());
         assertTrue(r.err().startsWith("--out is required\nusage: trellis2-lora train "), r.err());
+        Run shards = run("train", tmp.resolve("r.json").toString(), "--out", tmp.resolve("o").toString(),
+                "--preprocess-shards", "0");
+        assertEquals(2, shards.code());
+        assertTrue(shards.err().startsWith("--preprocess-shards takes a whole number from 1 to 10000, got '0'"),
+                shards.err());
     }
 }

@@ -20,6 +20,7 @@ import io.trellis2lora.local.asl.LambdaBinding;
 import io.trellis2lora.local.asl.StateMachine;
 import io.trellis2lora.orchestration.Finalizer;
 import io.trellis2lora.orchestration.Preparer;
+import io.trellis2lora.orchestration.Sharding;
 import java.io.IOException;
 import java.io.InputStream;
 import java.nio.charset.StandardCharsets;
@@ -40,7 +41,8 @@ import java.util.stream.Stream;
 /**
  * The embedded local mode: runs the state machine definition of step-functions/ on this machine, with a directory
  * standing in for the requests bucket, the Lambda tasks answered by the Prepare and Finalize classes in-process, and
- * the Batch tasks run as worker processes ({@code bin/trellis2-worker}, one per job, training stages in parallel).
+ * the Batch tasks run as worker processes ({@code bin/trellis2-worker}, one per job; training stages, and the
+ * children of a sharded preprocessing's array job, in parallel).
  */
 public final class LocalRunner {
     public static final String DEFINITION = "trellis2-lora.asl.json";
@@ -51,6 +53,8 @@ public final class LocalRunner {
             "JobQueueArn", "arn:aws:batch:local:000000000000:job-queue/trellis2-local",
             "PreprocessJobDefinitionArn", "arn:aws:batch:local:000000000000:job-definition/trellis2-preprocess",
             "TrainJobDefinitionArn", "arn:aws:batch:local:000000000000:job-definition/trellis2-train",
+            "MergeJobQueueArn", "arn:aws:batch:local:000000000000:job-queue/trellis2-local-cpu",
+            "MergeJobDefinitionArn", "arn:aws:batch:local:000000000000:job-definition/trellis2-merge",
             "RequestsBucket", "local");
 
     private final Path out;
@@ -58,6 +62,7 @@ public final class LocalRunner {
     private final List<String> workerCommand;
     private final ExecutionListener listener;
     private List<String> preprocessOptions = List.of();
+    private int preprocessShards = 1;
 
     /**
      * @param out           the storage directory (requests/, datasets/) and where result.json is copied
@@ -73,6 +78,16 @@ public final class LocalRunner {
     /** Extra options for the preprocess job, e.g. [--render-size, 256]. */
     public LocalRunner preprocessOptions(List<String> options) {
         this.preprocessOptions = List.copyOf(options);
+        return this;
+    }
+
+    /**
+     * Preprocessing as {@code shards} parallel worker processes (fewer when there are fewer objects), each on its block
+     * of the plan, then merged, as the cloud's array job; 1 (the default) is one preprocess process.
+     */
+    public LocalRunner preprocessShards(int shards) {
+        Sharding.exactly(shards);  // refuses a count out of range
+        this.preprocessShards = shards;
         return this;
     }
 
@@ -184,7 +199,8 @@ public final class LocalRunner {
         DirectoryObjectStore store = new DirectoryObjectStore(out);
         Preparer preparer;
         SafeHttp http = new SafeHttp(AddressPolicy.fromEnvironment(System::getenv));
-        preparer = new Preparer(store, new ArchiveOpener(null, http), baseModel, preprocessOptions);
+        preparer = new Preparer(store, new ArchiveOpener(null, http), baseModel, preprocessOptions,
+                Sharding.exactly(preprocessShards));
         Finalizer finalizer = new Finalizer(store, null);
         StateMachine machine = StateMachine.load(definitionText(), SUBSTITUTIONS);
         LambdaBinding lambdas = new LambdaBinding(Map.of(
@@ -192,8 +208,11 @@ public final class LocalRunner {
                 SUBSTITUTIONS.get("FinalizeFunctionArn"), finalizer::handle));
         BatchSyncBinding batch = new BatchSyncBinding(Map.of(
                 SUBSTITUTIONS.get("PreprocessJobDefinitionArn"), workerCommand,
-                SUBSTITUTIONS.get("TrainJobDefinitionArn"), workerCommand),
-                Map.of(SUBSTITUTIONS.get("TrainJobDefinitionArn"), trainEnvironment(store, requestId)), out);
+                SUBSTITUTIONS.get("TrainJobDefinitionArn"), workerCommand,
+                SUBSTITUTIONS.get("MergeJobDefinitionArn"), workerCommand),
+                Map.of(SUBSTITUTIONS.get("TrainJobDefinitionArn"), trainEnvironment(store, requestId),
+                        SUBSTITUTIONS.get("PreprocessJobDefinitionArn"),
+                        preprocessShards > 1 ? threads(preprocessShards) : Map.of()), out);
         ObjectNode input = Json.MAPPER.createObjectNode();
         input.put("request_id", requestId);
         return new Execution(machine, requestId, input, List.of(lambdas, batch), listener,
@@ -212,7 +231,15 @@ public final class LocalRunner {
         Optional<byte[]> stored = store.read(StorageLayout.requestJson(requestId));
         int stages = stored.isEmpty() ? 1
                 : Json.MAPPER.readValue(stored.get(), StoredRequest.class).request().denoisers().size();
-        String threads = String.valueOf(threadsPerJob(Runtime.getRuntime().availableProcessors(), stages));
+        return threads(stages);
+    }
+
+    /** The compute threads of one of {@code parallelJobs} jobs sharing this machine (a user's export wins). */
+    static Map<String, String> threads(int parallelJobs) {
+        if (System.getenv("OMP_NUM_THREADS") != null) {
+            return Map.of();
+        }
+        String threads = String.valueOf(threadsPerJob(Runtime.getRuntime().availableProcessors(), parallelJobs));
         return Map.of("OMP_NUM_THREADS", threads, "MKL_NUM_THREADS", threads);
     }
 

@@ -159,6 +159,9 @@ public final class Preparer {
             if (preprocessed) {
                 command.addAll(List.of("--dataset-record", record));  // the user's dataset: pinned as inspected
             }
+            if (!request.evaluate()) {
+                command.addAll(List.of("--eval-objects", "0"));  // "evaluate": false: no held-out evaluation
+            }
             stages.add(new Plan.Stage(requestId, d, jobName(requestId, d.wireName()), List.copyOf(command), output,
                     report));
         }

@@ -137,7 +137,8 @@ public final class SubmitOperation extends ApiOperation {
     static boolean sameRequest(TrainingRequest a, TrainingRequest b) {
         return a.dataUrl().equals(b.dataUrl()) && a.denoisers().equals(b.denoisers())
                 && a.resolution() == b.resolution() && a.rank() == b.rank()
-                && a.learningRate().compareTo(b.learningRate()) == 0 && a.trainingSteps() == b.trainingSteps();
+                && a.learningRate().compareTo(b.learningRate()) == 0 && a.trainingSteps() == b.trainingSteps()
+                && a.evaluate().equals(b.evaluate());
     }
 
     /**

@@ -26,7 +26,7 @@ public final class RequestValidator {
     public enum Mode { CLOUD, LOCAL }
 
     static final Set<String> FIELDS = Set.of(
-            "data_url", "denoisers", "resolution", "rank", "learning_rate", "training_steps");
+            "data_url", "denoisers", "resolution", "rank", "learning_rate", "training_steps", "evaluate");
     static final BigDecimal MIN_LR = new BigDecimal("1e-6");
     static final BigDecimal MAX_LR = new BigDecimal("1e-2");
 
@@ -63,7 +63,7 @@ public final class RequestValidator {
                         + "not a field of the request body");
             } else if (!FIELDS.contains(name)) {
                 problems.add("unknown field '" + name + "' (known: data_url, denoisers, resolution, rank, "
-                        + "learning_rate, training_steps)");
+                        + "learning_rate, training_steps, evaluate)");
             }
         }
         String dataUrl = dataUrl(present(node, "data_url"), problems);
@@ -73,10 +73,11 @@ public final class RequestValidator {
         int rank = choice(node, "rank", TrainingRequest.DEFAULT_RANK, Set.of(16, 32, 64), "16, 32 or 64", problems);
         BigDecimal lr = learningRate(present(node, "learning_rate"), problems);
         int steps = trainingSteps(present(node, "training_steps"), problems);
+        boolean evaluate = evaluate(present(node, "evaluate"), problems);
         if (!problems.isEmpty()) {
             throw new InputRefusedException(problems);
         }
-        return new TrainingRequest(dataUrl, denoisers, resolution, rank, lr, steps);
+        return new TrainingRequest(dataUrl, denoisers, resolution, rank, lr, steps, evaluate);
     }
 
     /** A field given as JSON null counts as absent, so it takes its default. */
@@ -218,6 +219,17 @@ public final class RequestValidator {
             return TrainingRequest.DEFAULT_TRAINING_STEPS;
         }
         return v.intValue();
+    }
+
+    private static boolean evaluate(JsonNode v, List<String> problems) {
+        if (v == null) {
+            return TrainingRequest.DEFAULT_EVALUATE;
+        }
+        if (!v.isBoolean()) {
+            problems.add("evaluate must be true or false, got " + kind(v));
+            return TrainingRequest.DEFAULT_EVALUATE;
+        }
+        return v.booleanValue();
     }
 
     static String kind(JsonNode v) {

@@ -5,6 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.trellis2lora.core.InputRefusedException;
+import io.trellis2lora.core.api.ApiResponse;
 import io.trellis2lora.core.model.Denoiser;
 import io.trellis2lora.core.model.TrainingRequest;
 import java.math.BigDecimal;
@@ -48,6 +49,31 @@ class RequestValidatorTest {
         assertEquals(64, r.rank());
         assertEquals(0, new BigDecimal("0.001").compareTo(r.learningRate()));
         assertEquals(10000, r.trainingSteps());
+    }
+
+    @Test
+    void evaluateIsOnUnlessTheRequestSaysFalse() {
+        assertEquals(true, cloud.parse("{\"data_url\":\"s3://b/k.zip\"}").evaluate());
+        assertEquals(true, cloud.parse("{\"data_url\":\"s3://b/k.zip\",\"evaluate\":null}").evaluate());
+        assertEquals(true, cloud.parse("{\"data_url\":\"s3://b/k.zip\",\"evaluate\":true}").evaluate());
+        assertEquals(false, cloud.parse("{\"data_url\":\"s3://b/k.zip\",\"evaluate\":false}").evaluate());
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"\"false\"", "0", "1", "[]", "{}"})
+    void evaluateMustBeABooleanAndAnythingElseIsA400(String value) {
+        String body = "{\"data_url\":\"s3://b/k.zip\",\"evaluate\":" + value + "}";
+        String problem = onlyProblem(body);
+        assertTrue(problem.startsWith("evaluate must be true or false, got "), problem);
+        ApiResponse response = ApiResponse.refused(assertThrows(InputRefusedException.class, () -> cloud.parse(body)));
+        assertEquals(400, response.status());
+        assertTrue(response.body().contains(problem), response.body());
+    }
+
+    @Test
+    void aStringEvaluateIsNamedAsAString() {
+        assertEquals("evaluate must be true or false, got a string",
+                onlyProblem("{\"data_url\":\"s3://b/k.zip\",\"evaluate\":\"false\"}"));
     }
 
     @Test

@@ -8,17 +8,29 @@ import software.amazon.awssdk.services.sfn.model.ExecutionStatus;
 import software.amazon.awssdk.services.sfn.model.HistoryEvent;
 
 /**
- * GET /requests/{request_id}/status: IN_QUEUE (no step entered yet), IN_PROGRESS with the current step,
- * COMPLETED, CANCELLED, or FAILED with the execution's error and cause.
+ * GET /requests/{request_id}/status: IN_QUEUE (no step entered yet, or every job of the request waiting in the Batch
+ * queue: then with {@code queue_position}, the jobs ahead of it), IN_PROGRESS with the current step, COMPLETED,
+ * CANCELLED, or FAILED with the execution's error and cause. {@code ?logs=1} adds {@code logs}, the recent lines of
+ * the request's running jobs (bounded, see {@link JobQueueView}), as the hosted queue does.
  */
 public final class StatusOperation extends ApiOperation {
+    /** Null where no job queue is configured: no queue_position, no logs. */
+    private final JobQueueView jobs;
+
     public StatusOperation(Services services) {
+        this(services, null);
+    }
+
+    public StatusOperation(Services services, JobQueueView jobs) {
         super(services);
+        this.jobs = jobs;
     }
 
     @Override
     protected ApiResponse process(ApiRequest request) throws IOException {
         String id = requestId(request);
+        String logsParam = request.queryParameter("logs");
+        boolean withLogs = "1".equals(logsParam) || "true".equalsIgnoreCase(logsParam);
         ObjectNode out = Json.MAPPER.createObjectNode();
         out.put("request_id", id);
         DescribeExecutionResponse d = ExecutionLookup.describe(services, id);
@@ -27,14 +39,21 @@ public final class StatusOperation extends ApiOperation {
                 return ExecutionLookup.notFound(id);
             }
             out.put("status", "IN_QUEUE");
+            logs(out, withLogs, null, id);
             return ApiResponse.json(200, out);
         }
         if (d.status() == ExecutionStatus.RUNNING) {
             String step = currentStep(d.executionArn());
-            out.put("status", step == null ? "IN_QUEUE" : "IN_PROGRESS");
+            JobQueueView.Standing standing = step == null || jobs == null ? null : jobs.standing(id);
+            boolean queued = step == null || (standing != null && standing.queued());
+            out.put("status", queued ? "IN_QUEUE" : "IN_PROGRESS");
+            if (standing != null && standing.queued()) {
+                out.put("queue_position", standing.waitingAhead());
+            }
             if (step != null) {
                 out.put("step", step);
             }
+            logs(out, withLogs, standing, id);
             return ApiResponse.json(200, out);
         }
         out.put("status", ExecutionLookup.publicStatus(d));
@@ -47,6 +66,13 @@ public final class StatusOperation extends ApiOperation {
             }
         }
         return ApiResponse.json(200, out);
+    }
+
+    /** With ?logs=1: the running jobs' recent lines (none while nothing runs). */
+    private void logs(ObjectNode out, boolean wanted, JobQueueView.Standing standing, String id) {
+        if (wanted) {
+            out.set("logs", Json.MAPPER.valueToTree(standing == null ? java.util.List.of() : jobs.logs(standing, id)));
+        }
     }
 
     /** The last state the execution entered (newest events first), or null before the first one. */

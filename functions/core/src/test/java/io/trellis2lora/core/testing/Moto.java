@@ -19,6 +19,8 @@ import software.amazon.awssdk.auth.credentials.AwsBasicCredentials;
 import software.amazon.awssdk.auth.credentials.StaticCredentialsProvider;
 import software.amazon.awssdk.http.urlconnection.UrlConnectionHttpClient;
 import software.amazon.awssdk.regions.Region;
+import software.amazon.awssdk.services.batch.BatchClient;
+import software.amazon.awssdk.services.cloudwatchlogs.CloudWatchLogsClient;
 import software.amazon.awssdk.services.s3.S3Client;
 import software.amazon.awssdk.services.s3.S3Configuration;
 import software.amazon.awssdk.services.s3.presigner.S3Presigner;
@@ -156,6 +158,39 @@ public final class Moto implements BeforeAllCallback {
 
     public static SfnClient sfn() {
         return configure(SfnClient.builder()).httpClientBuilder(UrlConnectionHttpClient.builder()).build();
+    }
+
+    public static BatchClient batch() {
+        return configure(BatchClient.builder()).httpClientBuilder(UrlConnectionHttpClient.builder()).build();
+    }
+
+    public static CloudWatchLogsClient logs() {
+        return configure(CloudWatchLogsClient.builder()).httpClientBuilder(UrlConnectionHttpClient.builder()).build();
+    }
+
+    /**
+     * A Batch job queue on an unmanaged compute environment (moto wants its service role to exist in IAM; the IAM
+     * call goes as a plain query request, as the project has no IAM client), and a job definition; answers the
+     * queue's name and the definition's name.
+     */
+    public static String[] newJobQueue(BatchClient batch) throws IOException, InterruptedException {
+        String id = UUID.randomUUID().toString().substring(0, 12);
+        HttpResponse<String> role = HttpClient.newHttpClient().send(HttpRequest.newBuilder(endpoint())
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .header("Authorization", "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/iam/aws4_request, "
+                        + "SignedHeaders=host, Signature=0")
+                .POST(HttpRequest.BodyPublishers.ofString("Action=CreateRole&Version=2010-05-08&RoleName=batch-" + id
+                        + "&AssumeRolePolicyDocument=%7B%7D")).build(), HttpResponse.BodyHandlers.ofString());
+        if (role.statusCode() != 200) {
+            throw new IllegalStateException("moto CreateRole: " + role.body());
+        }
+        String ce = batch.createComputeEnvironment(b -> b.computeEnvironmentName("ce-" + id).type("UNMANAGED")
+                .state("ENABLED").serviceRole("arn:aws:iam::123456789012:role/batch-" + id)).computeEnvironmentArn();
+        batch.createJobQueue(b -> b.jobQueueName("q-" + id).state("ENABLED").priority(1)
+                .computeEnvironmentOrder(o -> o.order(1).computeEnvironment(ce)));
+        batch.registerJobDefinition(b -> b.jobDefinitionName("jd-" + id).type("container")
+                .containerProperties(c -> c.image("busybox").vcpus(1).memory(128).command("true")));
+        return new String[] {"q-" + id, "jd-" + id};
     }
 
     public static S3Presigner presigner() {

@@ -1,13 +1,16 @@
 package io.trellis2lora.functions.status;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import io.trellis2lora.core.Json;
+import io.trellis2lora.core.api.JobQueueView;
 import io.trellis2lora.core.api.Services;
 import io.trellis2lora.core.api.StatusOperation;
 import io.trellis2lora.core.testing.Moto;
 import io.trellis2lora.core.testing.TestServices;
+import java.util.List;
 import java.util.Map;
 import java.util.UUID;
 import org.junit.jupiter.api.Test;
@@ -48,6 +51,62 @@ class StatusFunctionTest {
         assertEquals("IN_PROGRESS", b.get("status").asText());
         assertEquals("Train", b.get("step").asText());
         assertEquals(id, b.get("request_id").asText());
+    }
+
+    /** The Batch queue as the status op lists it: these jobs, and one log line per running job. */
+    static JobQueueView queue(List<JobQueueView.Job> jobs) {
+        return new JobQueueView(new JobQueueView.Source() {
+            @Override
+            public List<JobQueueView.Job> named(String prefix) {
+                return jobs.stream().filter(j -> j.name().startsWith(prefix)).toList();
+            }
+
+            @Override
+            public List<JobQueueView.Job> inState(String status, int limit) {
+                return jobs.stream().filter(j -> j.status().equals(status)).toList();
+            }
+
+            @Override
+            public List<JobQueueView.LogLine> tail(JobQueueView.Job job, int limit) {
+                return List.of(new JobQueueView.LogLine("step 10/1000 loss 0.41", "2026-01-01T00:00:01Z", null));
+            }
+        });
+    }
+
+    static JsonNode status(Services s, JobQueueView jobs, String id, Map<String, String> query) throws Exception {
+        Map<String, Object> event = new java.util.HashMap<>(TestServices.get(id));
+        event.put("queryStringParameters", query);
+        var resp = new StatusFunction(new StatusOperation(s, jobs)).handleRequest(event, null);
+        return Json.MAPPER.readTree((String) resp.get("body"));
+    }
+
+    @Test
+    void aJobWaitingInTheBatchQueueIsInQueueWithItsPositionAndARunningOneShowsItsLogs() throws Exception {
+        Services s = TestServices.create(TestServices.RUNNING_MACHINE);
+        String id = start(s, "RUNNING");
+        Thread.sleep(300);
+        String mine = JobQueueView.jobNamePrefix(id);
+        List<JobQueueView.Job> others = List.of(new JobQueueView.Job("o1", "trellis2-a-texture", "RUNNABLE", 10),
+                new JobQueueView.Job("o2", "trellis2-b-preprocess", "RUNNABLE", 20),
+                new JobQueueView.Job("o3", "trellis2-c-geometry", "RUNNING", 5));
+        var waiting = new java.util.ArrayList<>(others);
+        waiting.add(new JobQueueView.Job("m1", mine + "texture", "RUNNABLE", 30));
+        JsonNode queued = status(s, queue(waiting), id, Map.of("logs", "1"));
+        assertEquals("IN_QUEUE", queued.get("status").asText(), queued.toString());
+        assertEquals(2, queued.get("queue_position").asInt());
+        assertEquals("Train", queued.get("step").asText());
+        assertEquals(0, queued.get("logs").size());
+
+        var running = new java.util.ArrayList<>(others);
+        running.add(new JobQueueView.Job("m1", mine + "texture", "RUNNING", 30));
+        JsonNode progress = status(s, queue(running), id, Map.of("logs", "1"));
+        assertEquals("IN_PROGRESS", progress.get("status").asText());
+        assertFalse(progress.has("queue_position"));
+        assertEquals("step 10/1000 loss 0.41", progress.at("/logs/0/message").asText());
+        assertEquals("2026-01-01T00:00:01Z", progress.at("/logs/0/timestamp").asText());
+        assertEquals("texture", progress.at("/logs/0/stage").asText());
+        // Without ?logs=1 no lines are fetched or shown.
+        assertFalse(status(s, queue(running), id, Map.of()).has("logs"));
     }
 
     @Test

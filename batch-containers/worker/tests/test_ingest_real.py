@@ -318,6 +318,37 @@ def test_condition_renders_cover_the_object_from_the_reference_cameras(real, ren
         assert 2 <= sum(p < 0 for p in pitches) <= 6, rel
 
 
+def _grown(mask: np.ndarray) -> np.ndarray:
+    """The mask and its 8 neighbours: one pixel of tolerance."""
+    padded = np.pad(mask, 1)
+    out = np.zeros_like(mask)
+    for dy in range(3):
+        for dx in range(3):
+            out |= padded[dy:dy + mask.shape[0], dx:dx + mask.shape[1]]
+    return out
+
+
+def test_the_preview_rasteriser_sees_what_blender_rendered_from_each_camera(rendered):
+    """The texture stage's render PSNR draws generations from these cameras (evaluate/preview.render_camera): the
+    dumped mesh drawn from each frame's transform and fov lies on the pixels Blender's alpha covers, and covers them,
+    to within a pixel (thin parts such as the spider's legs are partial pixels either way)."""
+    from trellis2_worker.evaluate.preview import render_camera
+
+    out, report = rendered
+    for rel in RENDERED:
+        obj = _by_file(report)[rel]
+        folder = out / "renders_cond" / obj["sha256"]
+        dump = np.load(out / "dumps" / obj["sha256"] / "mesh.npz")
+        for i, frame in enumerate(json.loads((folder / "transforms.json").read_text())["frames"]):
+            alpha = np.asarray(Image.open(folder / frame["file_path"]))[..., 3]
+            drawn = render_camera(dump["vertices"], dump["faces"], frame["transform_matrix"],
+                                  frame["camera_angle_x"], size=RENDER_SIZE).min(axis=2) < 255
+            solid = alpha >= 128
+            assert drawn.any() and solid.any(), (rel, i)
+            assert (drawn & _grown(alpha > 0)).sum() >= 0.97 * drawn.sum(), (rel, i)
+            assert (solid & _grown(drawn)).sum() >= 0.97 * solid.sum(), (rel, i)
+
+
 def test_damaged_helmet_renders_show_its_texture(real, rendered):
     out, report = rendered
     obj = _by_file(report)["damaged-helmet/DamagedHelmet.gltf"]

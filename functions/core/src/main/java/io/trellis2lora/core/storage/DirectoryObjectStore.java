@@ -1,6 +1,8 @@
 package io.trellis2lora.core.storage;
 
 import java.io.IOException;
+import java.io.InputStream;
+import java.io.RandomAccessFile;
 import java.nio.file.AtomicMoveNotSupportedException;
 import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
@@ -51,11 +53,44 @@ public final class DirectoryObjectStore implements ObjectStore {
     @Override
     public void write(String key, byte[] data, String contentType) throws IOException {
         Path target = path(key);
-        Path tmp = complete(target, data);
+        replace(complete(target, data), target);
+    }
+
+    /** Copied to a temporary file beside the key, moved in place only once the body has been read to its end. */
+    @Override
+    public void write(String key, InputStream body, String contentType) throws IOException {
+        Path target = path(key);
+        Path tmp = complete(target, new byte[0]);
+        try {
+            try (var out = Files.newOutputStream(tmp)) {
+                body.transferTo(out);
+            }
+            replace(tmp, target);
+        } finally {
+            Files.deleteIfExists(tmp);
+        }
+    }
+
+    private static void replace(Path tmp, Path target) throws IOException {
         try {
             Files.move(tmp, target, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
         } catch (AtomicMoveNotSupportedException e) {
             Files.move(tmp, target, StandardCopyOption.REPLACE_EXISTING);
+        }
+    }
+
+    /** readFully: an EOFException when the file ends before the range does. */
+    @Override
+    public byte[] readRange(String key, long offset, int length) throws IOException {
+        Path p = path(key);
+        if (!Files.isRegularFile(p)) {
+            throw new NoSuchFileException(p.toString());
+        }
+        try (RandomAccessFile f = new RandomAccessFile(p.toFile(), "r")) {
+            byte[] out = new byte[length];
+            f.seek(offset);
+            f.readFully(out);
+            return out;
         }
     }
 

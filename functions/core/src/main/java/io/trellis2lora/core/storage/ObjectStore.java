@@ -1,6 +1,7 @@
 package io.trellis2lora.core.storage;
 
 import java.io.IOException;
+import java.io.InputStream;
 import java.util.Optional;
 
 /**
@@ -28,6 +29,21 @@ public interface ObjectStore {
     long size(String key) throws IOException;
 
     void delete(String key) throws IOException;
+
+    /**
+     * Bytes {@code [offset, offset + length)} of the object, read without fetching the rest (the zip inspection's
+     * ranged reads).
+     *
+     * @throws java.nio.file.NoSuchFileException when there is no such object
+     * @throws java.io.EOFException when the object ends before the range does
+     */
+    byte[] readRange(String key, long offset, int length) throws IOException;
+
+    /**
+     * Writes {@code body} to {@code key} without holding it whole (a staged archive may be gigabytes); when reading
+     * {@code body} fails (or its reader throws to stop it), {@code key} is left as it was, with no part stored.
+     */
+    void write(String key, InputStream body, String contentType) throws IOException;
 
     default boolean exists(String key) throws IOException {
         return size(key) >= 0;

@@ -1,13 +1,23 @@
 package io.trellis2lora.core.storage;
 
+import java.io.EOFException;
+import java.io.IOException;
+import java.io.InputStream;
+import java.nio.file.NoSuchFileException;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Optional;
 import software.amazon.awssdk.core.sync.RequestBody;
 import software.amazon.awssdk.services.s3.S3Client;
+import software.amazon.awssdk.services.s3.model.CompletedPart;
 import software.amazon.awssdk.services.s3.model.NoSuchKeyException;
 import software.amazon.awssdk.services.s3.model.S3Exception;
 
 /** One bucket: a missing key is an empty answer (or -1 for a size), any other S3 error stays an error. */
 public final class S3ObjectStore implements ObjectStore {
+    /** A streamed write's part size: a body shorter than one part is one PUT, a longer one a multipart upload. */
+    public static final int PART = 16 * 1024 * 1024;
+
     private final S3Client s3;
     private final String bucket;
 
@@ -80,6 +90,53 @@ public final class S3ObjectStore implements ObjectStore {
     @Override
     public void delete(String key) {
         s3.deleteObject(b -> b.bucket(bucket).key(key));
+    }
+
+    /** One GetObject with a Range header. */
+    @Override
+    public byte[] readRange(String key, long offset, int length) throws IOException {
+        if (length == 0) {
+            return new byte[0];
+        }
+        byte[] data;
+        try {
+            data = s3.getObjectAsBytes(b -> b.bucket(bucket).key(key)
+                    .range("bytes=" + offset + "-" + (offset + length - 1))).asByteArray();
+        } catch (S3Exception e) {
+            throw absent(e, new NoSuchFileException(uri(key)));
+        }
+        if (data.length != length) {
+            throw new EOFException("S3 returned " + data.length + " bytes for a " + length + "-byte range of "
+                    + uri(key));
+        }
+        return data;
+    }
+
+    /** Never more than one part in memory; a failed multipart upload is aborted, so no part is left to bill. */
+    @Override
+    public void write(String key, InputStream body, String contentType) throws IOException {
+        byte[] first = body.readNBytes(PART);
+        if (first.length < PART) {
+            s3.putObject(b -> b.bucket(bucket).key(key).contentType(contentType), RequestBody.fromBytes(first));
+            return;
+        }
+        String uploadId = s3.createMultipartUpload(b -> b.bucket(bucket).key(key).contentType(contentType))
+                .uploadId();
+        try {
+            List<CompletedPart> parts = new ArrayList<>();
+            for (byte[] part = first; part.length > 0; part = body.readNBytes(PART)) {
+                final int n = parts.size() + 1;
+                final byte[] bytes = part;
+                String etag = s3.uploadPart(b -> b.bucket(bucket).key(key).uploadId(uploadId).partNumber(n),
+                        RequestBody.fromBytes(bytes)).eTag();
+                parts.add(CompletedPart.builder().partNumber(n).eTag(etag).build());
+            }
+            s3.completeMultipartUpload(b -> b.bucket(bucket).key(key).uploadId(uploadId)
+                    .multipartUpload(m -> m.parts(parts)));
+        } catch (RuntimeException | IOException e) {
+            s3.abortMultipartUpload(b -> b.bucket(bucket).key(key).uploadId(uploadId));
+            throw e;
+        }
     }
 
     // HEAD answers a bare 404 rather than NoSuchKey, so both mean "absent".

@@ -76,9 +76,7 @@ public final class HttpRangeSource implements RangeSource {
 
     @Override
     public byte[] read(long offset, int length) throws IOException {
-        if (offset < 0 || offset + length > size) {
-            throw new EOFException("read past the end of " + shown(url) + " at byte " + offset);
-        }
+        requireWithin(offset, length);
         if (offset >= tailStart) {
             byte[] out = new byte[length];
             System.arraycopy(tail, (int) (offset - tailStart), out, 0, length);

@@ -3,7 +3,6 @@ package io.trellis2lora.core.zip;
 import io.trellis2lora.core.InputRefusedException;
 import io.trellis2lora.core.storage.S3ObjectStore;
 import io.trellis2lora.core.storage.S3Uri;
-import java.io.EOFException;
 import java.io.IOException;
 import software.amazon.awssdk.services.s3.S3Client;
 import software.amazon.awssdk.services.s3.model.S3Exception;
@@ -40,9 +39,7 @@ public final class S3RangeSource implements RangeSource {
 
     @Override
     public byte[] read(long offset, int length) throws IOException {
-        if (offset < 0 || offset + length > size) {
-            throw new EOFException("read past the end of " + uri + " at byte " + offset);
-        }
+        requireWithin(offset, length);
         if (length == 0) {
             return new byte[0];
         }

@@ -2,9 +2,6 @@ package io.trellis2lora.cli;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import io.trellis2lora.core.Json;
-import java.io.IOException;
-import java.io.InputStream;
-import java.io.UncheckedIOException;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.LinkedHashMap;
@@ -17,7 +14,7 @@ import java.util.Map;
  * so generate.json is judged here by the table the worker's generate judges its flags by.
  */
 final class GenerateOptions {
-    private static final JsonNode OPTIONS = load();
+    private static final JsonNode OPTIONS = Json.resource(GenerateOptions.class, "generate_options.json");
 
     /** Resolution to the pipeline types that sample at it, in the file's order. */
     static final Map<Integer, List<String>> PIPELINE_TYPES_AT = pipelineTypes();
@@ -120,16 +117,5 @@ final class GenerateOptions {
         List<String> out = new ArrayList<>();
         array.forEach(n -> out.add(n.textValue()));
         return List.copyOf(out);
-    }
-
-    private static JsonNode load() {
-        try (InputStream in = GenerateOptions.class.getResourceAsStream("generate_options.json")) {
-            if (in == null) {
-                throw new IllegalStateException("generate_options.json is missing from the jar (see cli's pom.xml)");
-            }
-            return Json.MAPPER.readTree(in);
-        } catch (IOException e) {
-            throw new UncheckedIOException(e);
-        }
     }
 }

@@ -6,9 +6,13 @@ import com.fasterxml.jackson.core.JsonLocation;
 import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.core.StreamReadFeature;
 import com.fasterxml.jackson.databind.DeserializationFeature;
+import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.SerializationFeature;
 import com.fasterxml.jackson.databind.json.JsonMapper;
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.UncheckedIOException;
 
 /** The one JSON configuration used for every contract document (requests, results, API answers). */
 public final class Json {
@@ -47,6 +51,22 @@ public final class Json {
     /** True when the document parsed but more followed it (FAIL_ON_TRAILING_TOKENS). */
     public static boolean trailing(JsonProcessingException e) {
         return e.getOriginalMessage() != null && e.getOriginalMessage().startsWith("Trailing token");
+    }
+
+    /**
+     * A JSON data file the build copies into the jar beside {@code owner} (the worker's rule tables, read by both
+     * languages); its absence is a broken build, said by name.
+     */
+    public static JsonNode resource(Class<?> owner, String name) {
+        try (InputStream in = owner.getResourceAsStream(name)) {
+            if (in == null) {
+                throw new IllegalStateException(name + " is missing from the jar beside " + owner.getName()
+                        + " (its module's pom.xml copies it from the worker)");
+            }
+            return MAPPER.readTree(in);
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
     }
 
     public static String write(Object value) {

@@ -2,9 +2,6 @@ package io.trellis2lora.core.zip;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import io.trellis2lora.core.Json;
-import java.io.IOException;
-import java.io.InputStream;
-import java.io.UncheckedIOException;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
@@ -18,7 +15,7 @@ import java.util.TreeMap;
  * the inspection and the worker's extraction judge an archive by one table rather than two copies in code.
  */
 public final class ArchiveRules {
-    private static final JsonNode RULES = load();
+    private static final JsonNode RULES = Json.resource(ArchiveRules.class, "archive_rules.json");
 
     public static final Set<String> OBJECT_EXTENSIONS = Set.copyOf(strings("object_extensions"));
     public static final long MAX_ARCHIVE_BYTES = RULES.get("max_archive_bytes").longValue();
@@ -72,17 +69,6 @@ public final class ArchiveRules {
         String base = p.get(p.size() - 1).toLowerCase(Locale.ROOT);
         int dot = base.lastIndexOf('.');
         return dot > 0 && OBJECT_EXTENSIONS.contains(base.substring(dot));
-    }
-
-    private static JsonNode load() {
-        try (InputStream in = ArchiveRules.class.getResourceAsStream("archive_rules.json")) {
-            if (in == null) {
-                throw new IllegalStateException("archive_rules.json is missing from the jar (see core's pom.xml)");
-            }
-            return Json.MAPPER.readTree(in);
-        } catch (IOException e) {
-            throw new UncheckedIOException(e);
-        }
     }
 
     private static List<String> strings(String field) {

@@ -3,6 +3,8 @@ reports finite figures, so the script is known to work before a GPU machine is l
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import json
 import math
 import subprocess
@@ -28,11 +30,24 @@ def numbers(obj):
         yield obj
 
 
+@pytest.fixture
+def gpu_check(monkeypatch):
+    """The script as a module, for its main() in this process: on CPU the script runs every section in its own
+    process anyway (no --isolate), so this is the same run without a child importing torch, PEFT and the worker and
+    building the tiny models again (load_base keeps them per process): about half the time. The tests below run it as
+    a command."""
+    monkeypatch.setattr(sys, "path", list(sys.path))  # it puts the worker, tests and bench folders first
+    loader = importlib.machinery.SourceFileLoader("gpu_check", str(SCRIPT))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader("gpu_check", loader))
+    loader.exec_module(module)
+    return module
+
+
 @pytest.mark.skipif(not (REAL / "trimesh" / "Duck.glb").is_file(), reason="needs ../shared/assets/real")
-def test_every_section_runs_on_cpu_at_tiny_sizes(tmp_path):
+def test_every_section_runs_on_cpu_at_tiny_sizes(gpu_check, one_thread, tmp_path, capfd):
     out = tmp_path / "out"  # without --inputs, the tiny run prepares its own (Duck.glb's O-Voxel at 64)
-    run = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--size", "tiny", "--out", str(out)],
-                         capture_output=True, text=True, timeout=1200)
+    code = gpu_check.main(["--device", "cpu", "--size", "tiny", "--out", str(out)])
+    run = capfd.readouterr()
     report = json.loads((out / "gpu_check.json").read_text())
     assert "inputs_error" not in report
     assert list(report["sections"]) == SECTIONS
@@ -43,7 +58,7 @@ def test_every_section_runs_on_cpu_at_tiny_sizes(tmp_path):
         assert rec["ok"] is True, (name, rec.get("error"), rec.get("items"))
         assert rec["items"], name
         assert all(math.isfinite(x) for x in numbers(rec)), name
-    assert run.returncode == 0, run.stderr[-2000:]
+    assert code == 0, run.err[-2000:]
     s = report["sections"]
     assert [i["name"] for i in s["tiny_train"]["items"]] == ["sparse_structure", "geometry", "texture"]
     assert all(i["reloaded_equal"] and i["lora_b_nonzero"] for i in s["tiny_train"]["items"])

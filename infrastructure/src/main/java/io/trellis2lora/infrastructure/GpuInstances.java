@@ -30,4 +30,41 @@ public final class GpuInstances {
     public static List<String> names() {
         return TYPES.stream().map(Type::name).toList();
     }
+
+    /** The types a comma-separated list names (the CDK context gpuInstanceTypes); null or blank: all of them. */
+    public static List<Type> select(String list) {
+        if (list == null || list.isBlank()) {
+            return TYPES;
+        }
+        List<Type> out = new java.util.ArrayList<>();
+        for (String name : list.split(",")) {
+            Type t = TYPES.stream().filter(x -> x.name().equals(name.trim())).findFirst()
+                    .orElseThrow(() -> new IllegalArgumentException("gpuInstanceTypes: '" + name.trim()
+                            + "' is not one of " + names() + " (each has at least " + MIN_GPU_MEMORY_GIB
+                            + " GB on every GPU)"));
+            out.add(t);
+        }
+        return List.copyOf(out);
+    }
+
+    /**
+     * The GPUs one training job asks for (the CDK context trainGpus; default 1): one of the chosen types must hold
+     * that many GPUs with their share of vCPUs and memory, or the job would wait for an instance that never comes.
+     */
+    public static int trainGpus(String value, List<Type> types) {
+        int gpus;
+        try {
+            gpus = value == null || value.isBlank() ? 1 : Integer.parseInt(value.trim());
+        } catch (NumberFormatException e) {
+            throw new IllegalArgumentException("trainGpus must be a whole number, got '" + value + "'");
+        }
+        int n = gpus;
+        boolean fits = n >= 1 && types.stream().anyMatch(t -> t.gpus() >= n && t.vcpus() >= Trellis2Stack.JOB_VCPUS * n
+                && t.memoryGib() >= Trellis2Stack.JOB_MEMORY_GIB * n + 4);
+        if (!fits) {
+            throw new IllegalArgumentException("trainGpus " + value + ": no instance type of " + types.stream()
+                    .map(Type::name).toList() + " holds a training job on that many GPUs");
+        }
+        return gpus;
+    }
 }

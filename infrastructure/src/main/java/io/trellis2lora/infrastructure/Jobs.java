@@ -69,15 +69,34 @@ import software.constructs.Construct;
 /**
  * AWS Batch: the GPU compute environments (spot first, then on-demand) in a VPC of public subnets, the job queue,
  * the preprocess and train job definitions with their least-privilege roles, the images' repositories, and the
- * Hugging Face token the jobs get.
+ * Hugging Face token the jobs get; and for sharded preprocessing's merge, a small on-demand CPU environment, its
+ * queue and job definition.
+ *
+ * <p>CDK context: {@code gpuInstanceTypes} (comma-separated, from {@link GpuInstances}; default all of them) and
+ * {@code trainGpus} (GPUs a training job asks for, default 1; its vCPUs and memory scale with it). Batch hands the
+ * container exactly those GPUs, and the worker's {@code train} runs data-parallel over every GPU it sees (its
+ * {@code --world-size} defaults to the visible count), so nothing else has to pass the count.
  */
 final class Jobs extends Section {
     final Repository preprocessRepository;
     final Repository trainRepository;
     final Secret hfToken;
     final JobQueue queue;
+    /** The jobs' log group (streams {stage}/default/{task id}); the status function reads the running jobs' lines. */
     final EcsJobDefinition preprocess;
     final EcsJobDefinition train;
+    final JobQueue mergeQueue;
+    final EcsJobDefinition merge;
+    /** GPUs, vCPUs and GiB of memory of one training job (context trainGpus). */
+    final int trainGpus;
+
+    /** The merge's job: it only moves files (unzip, rezip, hash), so a few cores; memory for zip buffers. */
+    static final int MERGE_VCPUS = 4;
+    static final int MERGE_MEMORY_GIB = 15;
+    /** Room for every shard's dataset and the merged one at once. */
+    static final int MERGE_DISK_GIB = 500;
+    static final List<String> MERGE_INSTANCE_TYPES = List.of("m6i.2xlarge", "m6i.4xlarge", "m7i.2xlarge",
+            "m7i.4xlarge");
 
     Jobs(Construct scope, Storage storage, Number maxVcpus, String imageTag) {
         super(scope, "Jobs");
@@ -114,7 +133,9 @@ final class Jobs extends Section {
                 .userData(cacheDirectoryUserData())
                 .build());
 
-        List<InstanceType> types = GpuInstances.names().stream().map(InstanceType::new).toList();
+        List<GpuInstances.Type> gpuTypes = GpuInstances.select(contextText("gpuInstanceTypes"));
+        trainGpus = GpuInstances.trainGpus(contextText("trainGpus"), gpuTypes);
+        List<InstanceType> types = gpuTypes.stream().map(t -> new InstanceType(t.name())).toList();
         ManagedEc2EcsComputeEnvironment spot = computeEnvironment("SpotGpuEnvironment", true, vpc, template,
                 types, maxVcpus);
         ManagedEc2EcsComputeEnvironment onDemand = computeEnvironment("OnDemandGpuEnvironment", false, vpc,
@@ -138,10 +159,11 @@ final class Jobs extends Section {
         // Reads the upload (or the copy of an https archive that Prepare staged) and Prepare's record of it
         // (--input-record); writes the dataset zip and its report.
         allow(preprocessRole, storage.uploads, List.of("s3:GetObject"), "*");
+        // A shard (an array child) reads the shard plan and writes its own dataset and report under shards/.
         allow(preprocessRole, storage.requests, List.of("s3:GetObject"), "requests/*/input.zip",
-                "requests/*/input.json");
+                "requests/*/input.json", "requests/*/shard-plan.json");
         allow(preprocessRole, storage.requests, List.of("s3:PutObject", "s3:AbortMultipartUpload"),
-                "datasets/*", "requests/*/preprocess.json");
+                "datasets/*", "requests/*/preprocess.json", "requests/*/shards/*");
         listBucket(preprocessRole, storage.requests, storage.uploads);
 
         Role trainRole = jobRole("TrainJobRole");
@@ -158,8 +180,57 @@ final class Jobs extends Section {
         storage.allowReadingExtraDataBuckets(trainRole);
 
         preprocess = jobDefinition("PreprocessJobDefinition", "preprocess", preprocessRepository, imageTag,
-                preprocessRole, jobLogs);
-        train = jobDefinition("TrainJobDefinition", "train", trainRepository, imageTag, trainRole, jobLogs);
+                preprocessRole, jobLogs, Trellis2Stack.JOB_GPUS);
+        train = jobDefinition("TrainJobDefinition", "train", trainRepository, imageTag, trainRole, jobLogs,
+                trainGpus);
+
+        // The merge of a sharded preprocessing: reads the plan and every shard's dataset and report, writes the one
+        // dataset and the request's preprocess report.
+        Role mergeRole = jobRole("MergeJobRole");
+        allow(mergeRole, storage.requests, List.of("s3:GetObject"), "requests/*/shard-plan.json",
+                "requests/*/shards/*");
+        allow(mergeRole, storage.requests, List.of("s3:PutObject", "s3:AbortMultipartUpload"),
+                "datasets/*", "requests/*/preprocess.json");
+        listBucket(mergeRole, storage.requests);
+        // On demand: a merge is minutes of copying, not worth a reclaim; its disk holds the shards and the result.
+        LaunchTemplate mergeTemplate = new LaunchTemplate(this, "MergeLaunchTemplate", LaunchTemplateProps.builder()
+                .blockDevices(List.of(BlockDevice.builder().deviceName("/dev/xvda")
+                        .volume(BlockDeviceVolume.ebs(MERGE_DISK_GIB, EbsDeviceOptions.builder()
+                                .volumeType(EbsDeviceVolumeType.GP3).encrypted(true).deleteOnTermination(true)
+                                .build()))
+                        .build()))
+                .requireImdsv2(true)
+                .httpPutResponseHopLimit(1)
+                .userData(cacheDirectoryUserData())
+                .build());
+        ManagedEc2EcsComputeEnvironment cpu = new ManagedEc2EcsComputeEnvironment(this, "MergeCpuEnvironment",
+                ManagedEc2EcsComputeEnvironmentProps.builder()
+                        .vpc(vpc)
+                        .vpcSubnets(SubnetSelection.builder().subnetType(SubnetType.PUBLIC).build())
+                        .spot(false)
+                        .allocationStrategy(AllocationStrategy.BEST_FIT_PROGRESSIVE)
+                        .instanceTypes(MERGE_INSTANCE_TYPES.stream().map(InstanceType::new).toList())
+                        .useOptimalInstanceClasses(false)
+                        .images(List.of(EcsMachineImage.builder().imageType(EcsMachineImageType.ECS_AL2023).build()))
+                        .launchTemplate(mergeTemplate)
+                        .minvCpus(0)
+                        .maxvCpus(8 * MERGE_VCPUS)
+                        .updateToLatestImageVersion(true)
+                        .build());
+        mergeQueue = new JobQueue(this, "MergeJobQueue", JobQueueProps.builder()
+                .priority(1)
+                .computeEnvironments(List.of(
+                        OrderedComputeEnvironment.builder().computeEnvironment(cpu).order(1).build()))
+                .jobStateTimeLimitActions(List.of(
+                        stuck(JobStateTimeLimitActionsReason.JOB_RESOURCE_REQUIREMENT, Duration.minutes(10)),
+                        stuck(JobStateTimeLimitActionsReason.INSUFFICIENT_INSTANCE_CAPACITY, Duration.hours(2))))
+                .build());
+        merge = jobDefinition("MergeJobDefinition", "merge", preprocessRepository, imageTag, mergeRole, jobLogs, 0);
+    }
+
+    private String contextText(String key) {
+        Object v = getNode().tryGetContext(key);
+        return v == null ? null : v.toString();
     }
 
     /**
@@ -236,19 +307,23 @@ final class Jobs extends Section {
                 .assumedBy(new ServicePrincipal("ecs-tasks.amazonaws.com")).build());
     }
 
+    /** @param gpus 0: a CPU job (the merge), sized by the MERGE_ constants; else that many GPUs and their share */
     private EcsJobDefinition jobDefinition(String id, String stage, Repository repo, String imageTag, Role jobRole,
-            LogGroup logs) {
+            LogGroup logs, int gpus) {
         Map<String, String> env = new LinkedHashMap<>();
         env.put("AWS_DEFAULT_REGION", Aws.REGION);
         // Base weights and per-object preprocessing results survive on the instance between jobs.
         env.put("XDG_CACHE_HOME", "/cache");
         env.put("HF_HOME", "/cache/huggingface");
+        EcsEc2ContainerDefinitionProps.Builder props = EcsEc2ContainerDefinitionProps.builder()
+                .cpu(gpus == 0 ? MERGE_VCPUS : Trellis2Stack.JOB_VCPUS * gpus)
+                .memory(Size.gibibytes(gpus == 0 ? MERGE_MEMORY_GIB : Trellis2Stack.JOB_MEMORY_GIB * gpus));
+        if (gpus > 0) {
+            props.gpu(gpus);
+        }
         EcsEc2ContainerDefinition container = new EcsEc2ContainerDefinition(this, id + "Container",
-                EcsEc2ContainerDefinitionProps.builder()
+                props
                         .image(ContainerImage.fromEcrRepository(repo, imageTag))
-                        .cpu(Trellis2Stack.JOB_VCPUS)
-                        .memory(Size.gibibytes(Trellis2Stack.JOB_MEMORY_GIB))
-                        .gpu(Trellis2Stack.JOB_GPUS)
                         .jobRole(jobRole)
                         .environment(env)
                         .secrets(Map.of("HF_TOKEN",

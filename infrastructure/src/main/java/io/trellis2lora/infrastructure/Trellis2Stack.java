@@ -1,6 +1,7 @@
 package io.trellis2lora.infrastructure;
 
 import io.trellis2lora.orchestration.Preparer;
+import io.trellis2lora.orchestration.Sharding;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -104,14 +105,25 @@ public final class Trellis2Stack extends Stack {
                 .defaultValue(Preparer.DEFAULT_BASE_MODEL).minLength(1)
                 .description("The worker's --base: a Hugging Face repo id").build());
 
+        CfnParameter objectsPerShard = new CfnParameter(this, "ObjectsPerShard", CfnParameterProps.builder()
+                .type("Number").defaultValue(Sharding.DEFAULT_OBJECTS_PER_SHARD).minValue(1)
+                .description("Objects per preprocessing shard (one GPU job each; ~30 s an object on a GPU)").build());
+        CfnParameter maxShards = new CfnParameter(this, "MaxPreprocessShards", CfnParameterProps.builder()
+                .type("Number").defaultValue(Sharding.DEFAULT_MAX_SHARDS).minValue(1).maxValue(Sharding.MAX_SHARDS)
+                .description("Most preprocessing shards of one request (children of its array job); 1 turns "
+                        + "sharding off").build());
+
         Storage storage = new Storage(this);
         Queues queues = new Queues(this, storage);
         Jobs jobs = new Jobs(this, storage, maxVcpus.getValueAsNumber(), imageTag.getValueAsString());
         Functions functions = new Functions(this, storage, queues, sources.code(), baseModel.getValueAsString());
+        // Prepare cuts preprocessing into shards (orchestration's Sharding reads these, with its defaults).
+        functions.get("prepare").addEnvironment("TRELLIS2_OBJECTS_PER_SHARD", objectsPerShard.getValueAsString());
+        functions.get("prepare").addEnvironment("TRELLIS2_MAX_PREPROCESS_SHARDS", maxShards.getValueAsString());
         Workflow workflow = new Workflow(this, sources.stateMachineFile(), storage, functions, jobs);
         functions.grant(workflow.stateMachine);
         PublicApi api = new PublicApi(this, functions);
-        Alarms alarms = new Alarms(this, workflow.stateMachine, queues);
+        Alarms alarms = new Alarms(this, workflow.stateMachine, queues, jobs);
         fixLogicalIds(List.of(storage, queues, jobs, functions, workflow, api, alarms));
 
         output("ApiKeyId", api.key.getKeyId(), "aws apigateway get-api-key --include-value --api-key <id>");
@@ -126,6 +138,7 @@ public final class Trellis2Stack extends Stack {
         output("TrainRepositoryUri", jobs.trainRepository.getRepositoryUri(), "docker push target: train");
         output("HuggingFaceTokenSecretArn", jobs.hfToken.getSecretArn(), "Set the Hugging Face token here");
         output("JobQueueArn", jobs.queue.getJobQueueArn(), "Batch job queue (spot first)");
+        output("MergeJobQueueArn", jobs.mergeQueue.getJobQueueArn(), "Batch CPU job queue of the preprocessing merge");
     }
 
     /**

@@ -52,6 +52,8 @@ final class Workflow extends Section {
         values.put("JobQueueArn", jobs.queue.getJobQueueArn());
         values.put("PreprocessJobDefinitionArn", jobs.preprocess.getJobDefinitionArn());
         values.put("TrainJobDefinitionArn", jobs.train.getJobDefinitionArn());
+        values.put("MergeJobQueueArn", jobs.mergeQueue.getJobQueueArn());
+        values.put("MergeJobDefinitionArn", jobs.merge.getJobDefinitionArn());
         values.put("RequestsBucket", storage.requests.getBucketName());
         // Filled here rather than through DefinitionSubstitutions, so that CloudFormation leaves any other "${"
         // text in the definition (comments) alone.
@@ -78,11 +80,13 @@ final class Workflow extends Section {
             functions.get(fn).grantInvoke(stateMachine);
         }
         stateMachine.addToRolePolicy(statement(List.of("batch:SubmitJob"), List.of(jobs.queue.getJobQueueArn(),
-                jobs.preprocess.getJobDefinitionArn(), jobs.train.getJobDefinitionArn())));
+                jobs.preprocess.getJobDefinitionArn(), jobs.train.getJobDefinitionArn(),
+                jobs.mergeQueue.getJobQueueArn(), jobs.merge.getJobDefinitionArn())));
         // DescribeJobs has no resource-level permissions. TerminateJob (what .sync calls on a stopped execution) is
         // limited to this stack's jobs: a job ARN names no queue, so the ASL tags each job it submits with the
         // queue's ARN (trellis2-job-queue; SubmitJob with tags is also authorised as TagResource, allowed for that
-        // tag and value only), and only jobs so tagged may be stopped.
+        // tag and value only), and only jobs so tagged may be stopped. The merge, on its own queue, carries the same
+        // tag: its value names this stack's jobs, not the queue a job runs on.
         stateMachine.addToRolePolicy(statement(List.of("batch:DescribeJobs"), List.of("*")));
         String queue = jobs.queue.getJobQueueArn();
         stateMachine.addToRolePolicy(new PolicyStatement(PolicyStatementProps.builder().effect(Effect.ALLOW)

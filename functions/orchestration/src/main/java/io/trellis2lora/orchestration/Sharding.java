@@ -9,7 +9,8 @@ import java.util.function.Function;
  * <p>Default 100 objects a shard: a GPU instance takes ~30 s an object at 1024 (16 Cycles views, the 1024 dual grid,
  * the encoders), so a shard runs ~50 minutes, long beside the ~5-10 minutes an instance needs to start, pull the image
  * and load the models (on CPU a 1024² view alone is ~13 s, ~3.5 min an object, hence a GPU for preprocessing). Default
- * at most 16 shards: 16 one-GPU instances, what a modest Batch vCPU quota holds at once; more only queue.
+ * at most 16 shards: 16 one-GPU jobs of 8 vCPUs are 128, within the stack's default MaxVCpus (192) with room for
+ * training; more would only queue.
  *
  * @param objectsPerShard TRELLIS2_OBJECTS_PER_SHARD (the prepare function's environment)
  * @param maxShards       TRELLIS2_MAX_PREPROCESS_SHARDS; 1 turns sharding off

@@ -51,6 +51,25 @@ class MainTest {
         assertEquals(tmp.resolve("assets.zip").toString(), out.at("/request/data_url").asText());
     }
 
+    /** A copy of one object and a file manifest.csv leaves out are shown as skipped beside the billed count. */
+    @Test
+    void estimateShowsTheObjectFilesSkippedBesideTheBilledOnes() throws Exception {
+        Path zip = TestZips.write(tmp.resolve("dups.zip"), TestZips.forge(List.of(
+                TestZips.Forged.file("manifest.csv", "file,caption\na/lamp.ply,lamp\nb/lamp-copy.ply,lamp\n"
+                        + "c/chair.glb,chair\n"),
+                TestZips.Forged.file("a/lamp.ply", "ply lamp"), TestZips.Forged.file("b/lamp-copy.ply", "ply lamp"),
+                TestZips.Forged.file("c/chair.glb", "glTF chair"), TestZips.Forged.file("d/extra.obj", "v 1 2 3")),
+                false));
+        Files.writeString(tmp.resolve("req.json"), "{\"data_url\": \"" + zip + "\", \"denoisers\": [\"texture\"]}");
+        Run r = run("estimate", tmp.resolve("req.json").toString());
+        assertEquals(0, r.code(), r.err());
+        JsonNode prep = Json.MAPPER.readTree(r.out()).at("/estimate/preparation");
+        assertEquals(2, prep.get("objects").asInt(), prep.toString());
+        assertEquals(10, prep.get("billed_objects").asInt());
+        assertEquals(2, prep.get("skipped_objects").asInt(), "the copy and the file outside the manifest");
+        assertEquals(2, Json.MAPPER.readTree(r.out()).at("/inspection/skipped_objects").asInt());
+    }
+
     @Test
     void inspectPrintsTheInspection() throws Exception {
         Path zip = TestZips.realAssetsZip(tmp.resolve("a.zip"), 7);

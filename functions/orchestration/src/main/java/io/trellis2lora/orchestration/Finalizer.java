@@ -157,7 +157,9 @@ public final class Finalizer {
         Integer processed = preprocessed == null || !preprocessed.path("objects_succeeded").canConvertToInt() ? null
                 : preprocessed.get("objects_succeeded").asInt();
         Integer refused = processed == null ? null : preprocessed.path("objects_failed").asInt(0);
-        PriceBreakdown charge = Pricing.charge(request, objects, reused, succeeded, processed, refused);
+        // The skipped object files as the estimate showed them (unknown for an archive inspected only by Prepare).
+        PriceBreakdown charge = Pricing.charge(request, objects, reused, succeeded, processed, refused)
+                .withSkipped(stored.inspection() == null ? null : stored.inspection().skippedObjects());
         TrainingResult result = new TrainingResult(adapters, failed, dataset);
         store.write(StorageLayout.resultJson(requestId), Json.pretty(result).getBytes(), "application/json");
         store.write(Keys.charge(requestId), Json.pretty(charge).getBytes(), "application/json");

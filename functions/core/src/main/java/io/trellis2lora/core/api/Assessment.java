@@ -44,8 +44,7 @@ public record Assessment(
                 }
                 throw e;
             }
-            boolean reused = inspection.kind() == ZipInspection.Kind.PREPROCESSED;
-            PriceBreakdown price = Pricing.estimate(request, inspection.objects(), reused);
+            PriceBreakdown price = Pricing.estimate(request, inspection);
             return new Assessment(request, opened.inputUri(), inspection, price);
         }
     }

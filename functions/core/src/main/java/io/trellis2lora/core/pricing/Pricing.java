@@ -2,6 +2,7 @@ package io.trellis2lora.core.pricing;
 
 import io.trellis2lora.core.model.Denoiser;
 import io.trellis2lora.core.model.TrainingRequest;
+import io.trellis2lora.core.zip.ZipInspection;
 import java.math.BigDecimal;
 import java.math.RoundingMode;
 import java.util.ArrayList;
@@ -28,6 +29,12 @@ public final class Pricing {
     /** What a request will cost if every stage succeeds. */
     public static PriceBreakdown estimate(TrainingRequest request, int objects, boolean reusedDataset) {
         return charge(request, objects, reusedDataset, request.denoisers());
+    }
+
+    /** What a request will cost, its archive's skipped object files (duplicates, outside the manifest) shown beside. */
+    public static PriceBreakdown estimate(TrainingRequest request, ZipInspection inspection) {
+        boolean reused = inspection.kind() == ZipInspection.Kind.PREPROCESSED;
+        return estimate(request, inspection.objects(), reused).withSkipped(inspection.skippedObjects());
     }
 
     /**
@@ -58,7 +65,7 @@ public final class Pricing {
         int billed = reusedDataset || succeeded.isEmpty() ? 0 : Math.max(MINIMUM_BILLED_OBJECTS, objects);
         BigDecimal prep = RATE_PER_OBJECT.multiply(BigDecimal.valueOf(billed));
         var preparation = new PriceBreakdown.Preparation(objects, billed, RATE_PER_OBJECT, reusedDataset, clean(prep),
-                processed, refused);
+                processed, refused, null);
         BigDecimal rankMul = rankMultiplier(request.rank());
         BigDecimal resMul = resolutionMultiplier(request.resolution());
         List<PriceBreakdown.Stage> stages = new ArrayList<>();

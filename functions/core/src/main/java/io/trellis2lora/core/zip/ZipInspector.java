@@ -377,7 +377,7 @@ public final class ZipInspector {
                             : "; " + preparedElsewhere.get(0) + " is too deep to count as a preprocessed dataset"));
                 }
                 return new Inspected(new ZipInspection(ZipInspection.Kind.RAW, objects, entries, size, uncompressed,
-                        zip64, null), List.copyOf(objectPaths), List.copyOf(distinct));
+                        zip64, null, objectPaths.size() - objects), List.copyOf(objectPaths), List.copyOf(distinct));
             }
             JsonNode doc = readPrepared(src, prepared);
             var info = preparedInfo(prepared.name(), doc);

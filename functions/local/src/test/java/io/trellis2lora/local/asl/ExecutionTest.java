@@ -95,6 +95,27 @@ class ExecutionTest {
     }
 
     @Test
+    void anArrayJobRunsEachChildWithItsIndexAndFailsWhenOneFails(@TempDir Path dir) throws Exception {
+        Path seen = dir.resolve("indexes");
+        String one = jobDefinition("echo $AWS_BATCH_JOB_ARRAY_INDEX >> " + seen
+                + "; test $AWS_BATCH_JOB_ARRAY_INDEX != 1 || exit 2", realRetryStrategy(), 60)
+                .replace("\"JobDefinition\": \"${Def}\",", "\"JobDefinition\": \"${Def}\", \"ArrayProperties\": {\"Size\": 3},");
+        Execution e = run(one, json("{}"), dir, null, null);
+        assertEquals(Execution.Status.SUCCEEDED, e.await());
+        assertEquals(List.of("0", "1", "2"), Files.readAllLines(seen).stream().sorted().toList(),
+                "each child once (exit 2 is not retried), with its own index");
+        JsonNode parent = json(e.output().at("/failure/Cause").asText());
+        assertEquals("FAILED", parent.get("Status").asText(), "one failed child fails the parent, as in Batch");
+        assertEquals(2, parent.at("/ArrayProperties/StatusSummary/SUCCEEDED").asInt());
+        assertEquals(2, parent.at("/ArrayProperties/Children/1/Container/ExitCode").asInt());
+
+        // Batch refuses an array of one: the state machine sends a single job then
+        Execution single = run(one.replace("\"Size\": 3", "\"Size\": 1"), json("{}"), dir, null, null);
+        assertEquals(Execution.Status.SUCCEEDED, single.await());
+        assertEquals("Batch.ClientException", single.output().at("/failure/Error").asText());
+    }
+
+    @Test
     void aJobRunsWithItsJobDefinitionsEnvironment(@TempDir Path dir) throws Exception {
         Path seen = dir.resolve("seen");
         StateMachine machine = StateMachine.load(jobDefinition("echo $OMP_NUM_THREADS > " + seen,

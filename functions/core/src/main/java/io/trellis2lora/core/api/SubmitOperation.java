@@ -71,8 +71,10 @@ public final class SubmitOperation extends ApiOperation {
         this.webhookCheck = null;
     }
 
+    /** @param gatewayRequestId the hosted queue's second id (its last retried try); here always the request id */
     public record Answer(
             @JsonProperty("request_id") String requestId,
+            @JsonProperty("gateway_request_id") String gatewayRequestId,
             @JsonProperty("status_url") String statusUrl,
             @JsonProperty("response_url") String responseUrl,
             @JsonProperty("cancel_url") String cancelUrl,
@@ -193,7 +195,7 @@ public final class SubmitOperation extends ApiOperation {
 
     private Answer answer(StoredRequest stored, ApiRequest request) {
         String base = baseUrl(request) + "/requests/" + stored.requestId();
-        return new Answer(stored.requestId(), base + "/status", base, base + "/cancel", stored.estimate());
+        return new Answer(stored.requestId(), stored.requestId(), base + "/status", base, base + "/cancel", stored.estimate());
     }
 
     static String sha256(String s) {

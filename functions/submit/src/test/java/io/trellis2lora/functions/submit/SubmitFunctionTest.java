@@ -188,6 +188,7 @@ class SubmitFunctionTest {
         var resp = submitWithQuery(body, Map.of("fal_webhook", "http://127.0.0.1:9/hook?token=abc"));
         assertEquals(202, resp.get("statusCode"), (String) resp.get("body"));
         String id = body(resp).get("request_id").asText();
+        assertEquals(id, body(resp).get("gateway_request_id").asText());
         JsonNode hook = Json.MAPPER.readTree(services.s3().getObjectAsBytes(g -> g.bucket(bucket())
                 .key("requests/" + id + "/webhook.json")).asUtf8String());
         assertEquals("http://127.0.0.1:9/hook?token=abc", hook.get("url").asText());

@@ -4,49 +4,51 @@
 Run from the repository root with the worker's Python:
     $(bin/venv-path)/bin/python bench/ingest_bench.py [--sizes 512 1024] [--samples 32] [--assets ...]
 
-Each asset runs in its own process exactly as `trellis2-worker ingest` runs it; the peak resident memory is that
-process's (wait4 rusage). The reference point: users of the reference toolkits report about 35 hours per 1,000
+Each asset's pass is started by ingest's own run_blender_pass, the launch `trellis2-worker ingest` makes: inside
+the sandbox (ingest/sandbox.py: Landlock, no network), with the same environment, memory cap and timeout, so the
+figures are production's. It runs from a fresh forked helper, whose children's rusage is then that one pass's:
+peak resident memory and CPU seconds of the Blender process. bench/sandbox_bench.py says what the sandbox costs. The reference point: users of the reference toolkits report about 35 hours per 1,000
 models for rendering (150 views each, TRELLIS v1), i.e. ~126 s per model, ~0.84 s per view.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import multiprocessing
 import os
-import subprocess
+import resource
 import sys
 import tempfile
-import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "batch-containers" / "worker" / "src"))
 
-from trellis2_worker.ingest.discovery import file_format, object_key  # noqa: E402
-from trellis2_worker.render import seed_for  # noqa: E402
+from trellis2_worker.ingest.discovery import discover  # noqa: E402
+from trellis2_worker.ingest.pipeline import DEFAULT_TIMEOUT_S, default_memory_mb, run_blender_pass  # noqa: E402
 
 DEFAULT_ASSETS = ["trimesh/Duck.glb", "damaged-helmet/DamagedHelmet.gltf", "assimp/OBJ/spider.obj"]
 
 
-def run_one(path: Path, root: Path, size: int, samples: int, views: int, threads: int, denoise: str,
+def _measured_pass(kwargs: dict) -> dict:
+    """In a fresh process: its only child is the pass (the launcher execs Blender in place)."""
+    result = run_blender_pass(**kwargs)
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {**result, "peak_rss_mb": usage.ru_maxrss / 1024, "cpu_seconds": usage.ru_utime + usage.ru_stime}
+
+
+def run_one(path: Path, real: Path, size: int, samples: int, views: int, threads: int, denoise: str,
             work: Path) -> dict:
-    fmt = file_format(path.name)
-    sha = object_key(path, fmt, root)
-    result_path = work / f"{sha}_{size}.json"
-    cmd = [sys.executable, "-m", "trellis2_worker.ingest.blender_pass", "--input", str(path), "--format", fmt,
-           "--dump-dir", str(work / f"dump_{sha}_{size}"), "--render-dir", str(work / f"r_{sha}_{size}"),
-           "--render-size", str(size), "--render-samples", str(samples), "--views", str(views),
-           "--seed", str(seed_for(sha)), "--threads", str(threads), "--denoise", denoise,
-           "--result", str(result_path)]
-    env = dict(os.environ, PYTHONPATH=str(REPO / "batch-containers" / "worker" / "src"))
-    started = time.time()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.time() - started
-    result = json.loads(result_path.read_text()) if result_path.is_file() else {"ok": False, "reason": status}
-    return {"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024, "cpu_seconds": usage.ru_utime + usage.ru_stime,
-            **result}
+    root = real / path.relative_to(real).parts[0]  # the asset's folder of the real assets, as its archive
+    (asset,) = discover(root, [path.relative_to(root).as_posix()], use_manifest=False).assets
+    name = f"{asset.sha256}_{size}"
+    kwargs = dict(asset=asset, dump_dir=work / f"dump_{name}", render_dir=work / f"r_{name}", render_size=size,
+                  render_samples=samples, threads=threads, timeout_s=DEFAULT_TIMEOUT_S,
+                  memory_mb=default_memory_mb(1), log_path=work / "logs" / f"{name}.log", views=views,
+                  denoise=denoise, root=root)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as helper:
+        return helper.submit(_measured_pass, kwargs).result()
 
 
 def main() -> int:
@@ -61,16 +63,18 @@ def main() -> int:
     args = parser.parse_args()
     real = Path(args.real)
     print(f"# Blender pass: {args.views} views, {args.samples} Cycles samples, denoise={args.denoise}, "
-          f"{args.threads} threads, {os.cpu_count()} CPUs, CPU rendering")
+          f"{args.threads} threads, {os.cpu_count()} CPUs, CPU rendering, started as ingest starts it")
     print("# wall seconds depend on what else runs on the machine; CPU seconds (user+sys of the Blender process)"
           " do much less")
     print(f"{'asset':42s} {'size':>5s} {'total s':>8s} {'dump s':>7s} {'render s':>8s} {'s/view':>7s} "
           f"{'CPU s':>7s} {'CPU s/16 views':>14s} {'peak MB':>8s}")
     totals: dict[int, list[float]] = {s: [] for s in args.sizes}
+    sandboxes: set[str] = set()
     with tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp:
         for size in args.sizes:
             for rel in args.assets:
                 r = run_one(real / rel, real, size, args.samples, args.views, args.threads, args.denoise, Path(tmp))
+                sandboxes.add(r.get("sandbox", "not reported"))
                 if not r.get("ok"):
                     print(f"{rel:42s} {size:5d} FAILED: {r.get('reason')}")
                     continue
@@ -81,6 +85,7 @@ def main() -> int:
                 print(f"{rel:42s} {size:5d} {r['seconds']:8.1f} {r['dump_seconds']:7.1f} {r['render_seconds']:8.1f} "
                       f"{r['render_seconds'] / args.views:7.2f} {r['cpu_seconds']:7.1f} {cpu16:14.1f} "
                       f"{r['peak_rss_mb']:8.0f}", flush=True)
+    print(f"# sandbox: {'; '.join(sorted(sandboxes))}")
     for size, values in totals.items():
         if values:
             mean = sum(values) / len(values)

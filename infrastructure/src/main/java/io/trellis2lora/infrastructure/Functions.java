@@ -6,6 +6,7 @@ import java.util.Map;
 import software.amazon.awscdk.Duration;
 import software.amazon.awscdk.Size;
 import software.amazon.awscdk.Stack;
+import software.amazon.awscdk.services.batch.JobQueue;
 import software.amazon.awscdk.services.lambda.Architecture;
 import software.amazon.awscdk.services.lambda.Function;
 import software.amazon.awscdk.services.lambda.FunctionProps;
@@ -111,7 +112,8 @@ final class Functions extends Section {
         Function submit = get("submit");
         allow(submit, uploads, read, "*");
         allow(submit, requests, read, "requests/*");
-        allow(submit, requests, write, "requests/*/request.json");
+        // request.json, and webhook.json for a fal_webhook given on the query string.
+        allow(submit, requests, write, "requests/*/request.json", "requests/*/webhook.json");
         listBucket(submit, requests, uploads);
         stateMachine.grantStartExecution(submit);
 
@@ -158,7 +160,8 @@ final class Functions extends Section {
         // A refused upload is reported beside it.
         allow(trigger, uploads, List.of("s3:PutObject"), Trellis2Stack.UPLOAD_PREFIX + "*.error.json");
         allow(trigger, requests, read, "requests/*");
-        allow(trigger, requests, write, "requests/*/request.json");
+        // request.json, and webhook.json for a sidecar's fal_webhook.
+        allow(trigger, requests, write, "requests/*/request.json", "requests/*/webhook.json");
         listBucket(trigger, requests, uploads);
         stateMachine.grantStartExecution(trigger);
 
@@ -166,7 +169,24 @@ final class Functions extends Section {
             storage.allowReadingExtraDataBuckets(get(fn));
         }
 
-        // webhook only consumes its queue (the event source grants that) and calls out over https.
+        // webhook consumes its queue (the event source grants that) and calls out over https; it signs the
+        // payload's links, which carry the signer's rights: read, as the result function, never write.
+        Function webhook = get("webhook");
+        allow(webhook, requests, read, "requests/*", "datasets/*");
+        allow(webhook, uploads, read, "*");
+        listBucket(webhook, requests, uploads);
+    }
+
+    /**
+     * The status function's view of the Batch queue: where the request's jobs wait (ListJobs, DescribeJobs: Batch
+     * has no resource-level permissions for them) and the running jobs' recent lines from their log group.
+     */
+    void grantJobQueue(JobQueue queue, LogGroup jobLogs) {
+        Function status = get("status");
+        status.addEnvironment("TRELLIS2_JOB_QUEUE", queue.getJobQueueArn());
+        status.addEnvironment("TRELLIS2_JOB_LOG_GROUP", jobLogs.getLogGroupName());
+        status.addToRolePolicy(statement(List.of("batch:ListJobs", "batch:DescribeJobs"), List.of("*")));
+        jobLogs.grant(status, "logs:GetLogEvents");
     }
 
     static String camel(String name) {

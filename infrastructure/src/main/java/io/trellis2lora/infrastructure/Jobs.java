@@ -83,6 +83,7 @@ final class Jobs extends Section {
     final Secret hfToken;
     final JobQueue queue;
     /** The jobs' log group (streams {stage}/default/{task id}); the status function reads the running jobs' lines. */
+    final LogGroup jobLogs;
     final EcsJobDefinition preprocess;
     final EcsJobDefinition train;
     final JobQueue mergeQueue;
@@ -153,7 +154,7 @@ final class Jobs extends Section {
                         stuck(JobStateTimeLimitActionsReason.INSUFFICIENT_INSTANCE_CAPACITY, Duration.hours(6))))
                 .build());
 
-        LogGroup jobLogs = logGroup("BatchJobLogs");
+        jobLogs = logGroup("BatchJobLogs");
 
         Role preprocessRole = jobRole("PreprocessJobRole");
         // Reads the upload (or the copy of an https archive that Prepare staged) and Prepare's record of it

@@ -122,6 +122,7 @@ public final class Trellis2Stack extends Stack {
         functions.get("prepare").addEnvironment("TRELLIS2_MAX_PREPROCESS_SHARDS", maxShards.getValueAsString());
         Workflow workflow = new Workflow(this, sources.stateMachineFile(), storage, functions, jobs);
         functions.grant(workflow.stateMachine);
+        functions.grantJobQueue(jobs.queue, jobs.jobLogs);
         PublicApi api = new PublicApi(this, functions);
         Alarms alarms = new Alarms(this, workflow.stateMachine, queues, jobs);
         fixLogicalIds(List.of(storage, queues, jobs, functions, workflow, api, alarms));

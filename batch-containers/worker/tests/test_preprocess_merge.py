@@ -200,4 +200,7 @@ def test_a_child_writes_its_report_where_its_index_says(tmp_path, monkeypatch, c
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "trellis2-worker: AWS_BATCH_JOB_ARRAY_INDEX must be an integer in [0, 3), got 'three'")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["2.json", "plan.json"]
+    plain = [a.replace("{shard}", "plain") for a in args if a not in ("--shard-count", "3")]
+    assert main([*plain, "--shard", "3/3"]) == 2  # a report without {shard} still gets the error
+    assert json.loads((tmp_path / "plain.json").read_text())["error"].startswith("--shard must be I/N")
 

@@ -43,11 +43,9 @@ def write_report(uri: str | None, report: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    report_uri = None
     try:
         if getattr(args, "resolve", None):  # a command's own argument checks that may change --report (a shard's)
             args.resolve(args)
-        report_uri = getattr(args, "report", None)
         report = args.func(args)
     except KeyboardInterrupt:
         print("trellis2-worker: interrupted", file=sys.stderr)
@@ -55,16 +53,16 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         message = one_line(exc)
         print(f"trellis2-worker: {message}", file=sys.stderr)
-        _safe_report(report_uri, {"error": message})
+        _safe_report(getattr(args, "report", None), {"error": message})  # as `resolve` left it
         return 2
     except Exception as exc:  # noqa: BLE001 - every other failure is retryable by contract
         message = one_line(exc)
         print(f"trellis2-worker: {type(exc).__name__}: {message}", file=sys.stderr)
-        _safe_report(report_uri, {"error": message})
+        _safe_report(getattr(args, "report", None), {"error": message})  # as `resolve` left it
         if getattr(args, "debug", False):
             raise
         return getattr(exc, "exit_code", 1)
-    write_report(report_uri, report or {})
+    write_report(getattr(args, "report", None), report or {})
     return 0
 
 

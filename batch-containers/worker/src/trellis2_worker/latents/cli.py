@@ -47,16 +47,22 @@ def register_preprocess(subparsers) -> None:
 
 def resolve_shard(args) -> None:
     """Before the run (so that even an error report lands at the shard's URI): the shard index and `{shard}`."""
-    from trellis2_worker.latents.plan import fill_shard, index_from_env, parse_shard
+    from trellis2_worker.errors import InputError
+    from trellis2_worker.latents.plan import SHARD_FIELD, fill_shard, index_from_env, parse_shard
 
     index = None
-    if args.shard_count is not None:
-        index = index_from_env(args.shard_count)
-        args.shard = f"{index}/{args.shard_count}"
-    elif args.shard is not None:
-        index = parse_shard(args.shard)[0]
-    args.output = fill_shard(args.output, index, "--output")
-    args.report = fill_shard(args.report, index, "--report")
+    try:
+        if args.shard_count is not None:
+            index = index_from_env(args.shard_count)
+            args.shard = f"{index}/{args.shard_count}"
+        elif args.shard is not None:
+            index = parse_shard(args.shard)[0]
+        args.output = fill_shard(args.output, index, "--output")
+        args.report = fill_shard(args.report, index, "--report")
+    except InputError:
+        if args.report and SHARD_FIELD in args.report:
+            args.report = None  # no index for it: the error goes to stderr only, not to a file named {shard}
+        raise
 
 
 def run(args) -> dict:

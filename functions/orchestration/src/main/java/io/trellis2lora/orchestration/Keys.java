@@ -22,11 +22,6 @@ public final class Keys {
         return StorageLayout.requestPrefix(requestId) + "charge.json";
     }
 
-    /** {"url": ...}: where to POST on completion (an upload sidecar's fal_webhook); Finalize queues it when there. */
-    public static String webhook(String requestId) {
-        return StorageLayout.requestPrefix(requestId) + "webhook.json";
-    }
-
     /** Written by Finalize once the dataset beside it is complete: only then does Prepare reuse it. */
     public static String datasetRecord(String datasetKey) {
         String zip = StorageLayout.dataset(datasetKey);

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+from trellis2_worker.ingest.quality import COLUMNS as QUALITY_COLUMNS
 from trellis2_worker.ingest.rules import PREPARED_DATASET_FILE
 
 FORMAT_VERSION = 1
@@ -62,8 +63,8 @@ def transforms_path(sha: str) -> str:
     return f"{RENDERS_DIR}/{sha}/{TRANSFORMS_FILE}"
 
 
-# Reference column order for the columns this tool knows (docs/data-formats.md#metadata-csv); extra manifest columns
-# follow.
+# Reference column order for the columns this tool knows (docs/data-formats.md#metadata-csv), then this tool's
+# data-quality columns (named in ingest/quality.py, docs/rendering.md#data-quality); extra manifest columns follow.
 METADATA_COLUMNS = (
     "sha256",
     "file_identifier",
@@ -85,6 +86,7 @@ METADATA_COLUMNS = (
     "shape_latent_tokens",
     "pbr_latent_encoded",
     "pbr_latent_tokens",
+    *QUALITY_COLUMNS,
 )
 
 

@@ -1,6 +1,7 @@
 """Ingest stage: input archive → safe extraction → discovery → Blender pass (mesh/PBR dump, condition renders).
 
-Public surface: `ingest(input_uri, out_dir, ...) -> report dict`, plus the pieces other stages and tests use.
+Public surface: `ingest(input_uri, out_dir, ...) -> report dict`, plus the pieces other stages and tests use; the
+data-quality checks, their thresholds and metadata columns are `ingest.quality` (docs/rendering.md#data-quality).
 """
 
 from trellis2_worker.ingest.archive import extract_zip, recorded_input

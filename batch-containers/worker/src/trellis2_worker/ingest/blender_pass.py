@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from trellis2_worker.ingest import quality
 from trellis2_worker.ingest import references as refs
 from trellis2_worker.ingest.sandbox import ENV as SANDBOX_ENV
 
@@ -94,12 +95,12 @@ def check_fbx_textures(path: Path, root: Path) -> list[str]:
     return outside_search
 
 
-def contain(bpy, root: Path, warnings: list[str]) -> None:
+def contain(bpy, root: Path, warnings: list[str]) -> list[str]:
     """After import, before anything reads pixels: every library and external file Blender holds must lie inside
     root. A missing outside file (an absolute path from the author's machine) is never read: an image is dropped,
     anything else noted, with a warning; an outside file that exists, or any outside library, refuses the asset.
     Textures past the side limit are refused from their headers (files or packed data), before Blender decodes
-    them."""
+    them. Returns the names of the images dropped."""
     for lib in bpy.data.libraries:
         path = bpy.path.abspath(lib.filepath)
         if not refs.inside(root, path):
@@ -108,6 +109,7 @@ def contain(bpy, root: Path, warnings: list[str]) -> None:
     for img in bpy.data.images:
         if img.packed_file is None and img.source in ("FILE", "SEQUENCE", "MOVIE", "TILED") and img.filepath:
             images[img.name] = bpy.path.abspath(img.filepath, library=img.library)
+    dropped = []
     for name, path in images.items():
         if refs.inside(root, path):
             continue
@@ -116,6 +118,7 @@ def contain(bpy, root: Path, warnings: list[str]) -> None:
         img = bpy.data.images[name]
         _unlink_image(bpy, img)
         bpy.data.images.remove(img)
+        dropped.append(refs.shown(name))
         warnings.append(f"image {refs.shown(name)} refers outside the archive and was dropped: {refs.shown(path)}")
     # packed=False leaves out packed data (bpy 4.5: True lists packed files' original paths too).
     for path in bpy.utils.blend_paths(absolute=True, packed=False, local=False):
@@ -136,6 +139,47 @@ def contain(bpy, root: Path, warnings: list[str]) -> None:
                         refs.check_texture_size(f, what)
         except refs.Refused as exc:
             raise AssetError(str(exc)) from None
+    return dropped
+
+
+# At most this many names of unreadable images in a result (a file may name thousands).
+MAX_MISSING_NAMES = 20
+
+
+def unreadable_images(bpy, root: Path) -> list[str]:
+    """The images the file names that Blender could not read (file absent, or bytes it cannot decode), by their
+    archive-relative path (or their name when packed). Called after contain(): every path left lies inside root."""
+    missing = []
+    for img in bpy.data.images:
+        if img.source not in ("FILE", "SEQUENCE", "TILED"):
+            continue  # generated images, render results
+        path = bpy.path.abspath(img.filepath, library=img.library) if img.filepath else ""
+        absent = img.packed_file is None and not (path and os.path.isfile(path))
+        # size loads the header: (0, 0) when the bytes cannot be decoded (also how Cycles finds it missing)
+        if absent or tuple(img.size) == (0, 0):
+            shown_as = os.path.relpath(path, root) if path and refs.inside(root, path) else img.name
+            missing.append(refs.shown(shown_as.replace(os.sep, "/")))
+    return sorted(set(missing))
+
+
+def check_finite(bpy) -> None:
+    """Refuses a scene with infinite or NaN vertex coordinates (or object transforms) before it is normalised:
+    its bound box would be infinite and the normalisation meaningless."""
+    bad = total = 0
+    for obj in bpy.context.scene.objects:
+        if obj.type != "MESH" or obj.data is None:
+            continue
+        n = len(obj.data.vertices)
+        co = np.empty(n * 3, np.float32)
+        obj.data.vertices.foreach_get("co", co)
+        finite = np.isfinite(co.reshape(-1, 3)).all(axis=1)
+        if not all(math.isfinite(x) for row in obj.matrix_world for x in row):
+            finite[:] = False
+        bad += int((~finite).sum())
+        total += n
+    reason = quality.nonfinite_refusal(bad, total)
+    if reason:
+        raise AssetError(reason)
 
 
 def _unlink_image(bpy, image) -> None:
@@ -682,10 +726,14 @@ def run(args) -> dict:
     try:
         warnings = load_asset(bpy, src, args.format, root)
     except RuntimeError as exc:
+        if args.format == "fbx":  # discovery let only files with the binary FBX header through
+            raise AssetError(f"corrupt binary FBX: Blender's importer failed ({_importer_reason(exc)})") from exc
         raise AssetError(f"importer error: {_importer_reason(exc)}") from exc
-    contain(bpy, root, warnings)
+    dropped = contain(bpy, root, warnings)
+    missing = sorted(set(dropped) | set(unreadable_images(bpy, root)))
     for mat in bpy.data.materials:
         _ensure_node_material(mat)
+    check_finite(bpy)
     scale, offset = normalize_scene(bpy)
     dump_dir = Path(args.dump_dir)
     dump_dir.mkdir(parents=True, exist_ok=True)
@@ -708,6 +756,9 @@ def run(args) -> dict:
         "scale": scale,
         "offset": [float(x) for x in offset],
         "warnings": warnings,
+        # the images the file names that could not be read (the quality checks flag them)
+        "images_missing": len(missing),
+        "images_missing_names": missing[:MAX_MISSING_NAMES],
         "dump_seconds": round(dumped_at - started, 3),
     }
     if args.render_dir:

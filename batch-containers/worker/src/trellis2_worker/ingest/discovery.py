@@ -1,7 +1,7 @@
 """Which files in an extracted archive are 3D objects, their sha256 keys, and the optional manifest.csv.
 
-Also the cheap checks that give a clear reason before Blender is started: an FBX must be binary (Blender's importer
-refuses ASCII FBX), and every file an object refers to must stay inside the archive, checked as its importer resolves
+Also the cheap checks that give a clear reason before Blender is started: an FBX must be a whole binary FBX (Blender's
+importer refuses ASCII FBX; a cut-short or damaged binary one is said to be so), and every file an object refers to must stay inside the archive, checked as its importer resolves
 it (references.py), with a glTF's buffers present.
 """
 
@@ -15,18 +15,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trellis2_worker.errors import InputError
+from trellis2_worker.ingest.quality import COLUMNS as QUALITY_COLUMNS
 from trellis2_worker.ingest.references import Refused, references
 from trellis2_worker.ingest.references import check as check_references
 from trellis2_worker.ingest.rules import SUPPORTED_FORMATS, is_ignored, object_format
 
 MANIFEST = "manifest.csv"
-# Columns the ingest stage itself writes; a manifest column of the same name is kept under a `manifest_` prefix.
-RESERVED_COLUMNS = {
-    "sha256", "file_identifier", "local_path", "format", "size", "mesh_dumped", "pbr_dumped", "cond_rendered",
-    "num_faces", "num_vertices", "num_materials", "num_basecolor_tex", "num_metallic_tex", "num_roughness_tex",
-    "num_alpha_tex", "ingest_error",
-}
+# The columns of the ingest stage's metadata.csv, in order; a manifest column of the same name is kept under a
+# `manifest_` prefix.
+METADATA_COLUMNS = [
+    "sha256", "file_identifier", "local_path", "format", "size",
+    "mesh_dumped", "pbr_dumped", "cond_rendered",
+    "num_faces", "num_vertices", "num_materials",
+    "num_basecolor_tex", "num_metallic_tex", "num_roughness_tex", "num_alpha_tex",
+    *QUALITY_COLUMNS,
+    "ingest_error",
+]
+RESERVED_COLUMNS = frozenset(METADATA_COLUMNS)
 _FBX_BINARY_MAGIC = b"Kaydara FBX Binary  \x00"
+_FBX_BINARY_PREFIX = b"Kaydara FBX Binary"
+_FBX_HEADER_BYTES = 27  # magic (21), 0x1A 0x00, uint32 version
 
 
 @dataclass
@@ -47,6 +55,7 @@ class Discovery:
     manifest_unsupported: list[str]  # paths it names that are not a supported 3D format
     extra_columns: list[str]
     skipped: list[dict]  # {file, reason} for files never considered (symlinks in a directory input)
+    files: list[str] = field(default_factory=list)  # every file of the input considered (relative POSIX paths)
 
 
 def file_format(name: str) -> str | None:
@@ -171,7 +180,7 @@ def discover(root: Path, files: list[str] | None = None, use_manifest: bool = Tr
         asset = Asset(sha, rel, file_format(rel), path.stat().st_size, path, extra=extras.get(rel, {}))
         by_sha[sha] = asset
         assets.append(asset)
-    return Discovery(assets, missing, unsupported, extra_columns, skipped)
+    return Discovery(assets, missing, unsupported, extra_columns, skipped, list(files))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -182,8 +191,95 @@ def preflight(asset: Asset, root: Path) -> str | None:
     """A one-line reason this asset cannot be imported, found without Blender; None when it looks importable.
     Its references must stay inside the archive, checked as its importer resolves them (references.py)."""
     if asset.format == "fbx":
-        with open(asset.path, "rb") as f:
-            head = f.read(len(_FBX_BINARY_MAGIC))
-        if head != _FBX_BINARY_MAGIC:
-            return "unsupported ASCII FBX: Blender imports binary FBX only (re-export it as binary FBX)"
+        reason = fbx_problem(asset.path)
+        if reason:
+            return reason
     return check_references(asset.path, asset.format, root)
+
+
+def fbx_problem(path: Path) -> str | None:
+    """Why an .fbx cannot be imported, said as it is: ASCII FBX (Blender reads binary only), a binary FBX cut short
+    or with damaged top-level records (walked from the header, reading only their 13- or 25-byte heads), or not an
+    FBX at all; None for a binary FBX whose top-level records are whole."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(1024)
+        if not head.startswith(_FBX_BINARY_PREFIX):
+            text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+            if text.startswith(b";") or b"FBXHeaderExtension" in head:
+                return "unsupported ASCII FBX: Blender imports binary FBX only (re-export it as binary FBX)"
+            return "not an FBX file: it has neither the binary nor the ASCII FBX header"
+        if len(head) < _FBX_HEADER_BYTES or not head.startswith(_FBX_BINARY_MAGIC):
+            return "corrupt binary FBX: its header is cut short or damaged"
+        version = int.from_bytes(head[23:27], "little")
+        wide = version >= 7500  # 64-bit record offsets from FBX 7.5
+        width = 8 if wide else 4
+        pos = _FBX_HEADER_BYTES
+        while True:
+            f.seek(pos)
+            rec = f.read(3 * width + 1)
+            if len(rec) < 3 * width + 1:
+                return f"corrupt binary FBX: cut short at byte {pos} of {size}, before its closing record"
+            end = int.from_bytes(rec[:width], "little")
+            if end == 0 and not any(rec):
+                return None  # the null record that closes the top level
+            if end <= pos or end > size:
+                return (f"corrupt binary FBX: the record at byte {pos} claims to end at byte {end}, "
+                        f"{'past the end of the file' if end > size else 'before it starts'} ({size} bytes)")
+            pos = end
+
+
+# What a file without a 3D extension may be, from its first bytes (a hint in its outcome only: it is not read).
+_SNIFF = ((b"glTF", ".glb"), (_FBX_BINARY_PREFIX, ".fbx"), (b"BLENDER", ".blend"), (b"ply\n", ".ply"),
+          (b"ply\r\n", ".ply"))
+
+
+def _looks_like(path: Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(32)
+    except OSError:
+        return ""
+    ext = next((e for magic, e in _SNIFF if head.startswith(magic)), None)
+    return f"; its first bytes are those of a {ext} file: name it so to ingest it" if ext else ""
+
+
+def other_files(files: list[str], found: Discovery, root: Path) -> list[dict]:
+    """Every file of the input that is not one of its objects, with what became of it: a companion an object uses
+    (a glTF's buffers and images, an OBJ's .mtl and textures), a duplicate, left out by manifest.csv, or not a 3D
+    object (its extension, or its lack of one, said). Hidden files and __MACOSX/ never reach this list."""
+    objects = {a.local_path for a in found.assets}
+    duplicates = {d: a.local_path for a in found.assets for d in a.duplicates}
+    used: dict[str, str] = {}
+    for a in found.assets:
+        try:
+            refs = references(a.path, a.format, root)
+        except (Refused, OSError):
+            continue
+        for ref in refs:
+            if ref.target is not None:
+                try:
+                    rel = ref.target.resolve().relative_to(root.resolve()).as_posix()
+                except ValueError:
+                    continue
+                used.setdefault(rel, a.local_path)
+    formats = ", ".join(SUPPORTED_FORMATS)
+    out = []
+    for rel in files:
+        if rel in objects:
+            continue
+        if rel in duplicates:
+            note = f"same object as {duplicates[rel]} (ingested once)"
+        elif rel in used:
+            note = f"used by {used[rel]}"
+        elif rel == MANIFEST:
+            note = "the manifest"
+        elif file_format(rel) is not None:
+            note = "not named in manifest.csv: left out"
+        else:
+            suffix = Path(rel).suffix
+            note = (f"not a 3D object: unsupported extension {suffix} (3D formats: {formats})" if suffix else
+                    f"not a 3D object: the file has no extension (3D formats: {formats})")
+            note += _looks_like(root / rel)
+        out.append({"file": rel, "outcome": note})
+    return out

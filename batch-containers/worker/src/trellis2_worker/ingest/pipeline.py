@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -23,18 +24,15 @@ from pathlib import Path
 
 from trellis2_worker import storage
 from trellis2_worker.errors import InputError
+from trellis2_worker.ingest import quality
 from trellis2_worker.ingest.archive import MAX_ARCHIVE_BYTES, MAX_UNCOMPRESSED_BYTES, extract_zip
-from trellis2_worker.ingest.discovery import SUPPORTED_FORMATS, Asset, discover, file_format, preflight
+from trellis2_worker.ingest.discovery import (
+    METADATA_COLUMNS, SUPPORTED_FORMATS, Asset, discover, file_format, other_files, preflight,
+)
+from trellis2_worker.ingest.references import shown
 from trellis2_worker.render import NUM_COND_VIEWS, seed_for
 
 DEFAULT_TIMEOUT_S = 1800
-METADATA_COLUMNS = [
-    "sha256", "file_identifier", "local_path", "format", "size",
-    "mesh_dumped", "pbr_dumped", "cond_rendered",
-    "num_faces", "num_vertices", "num_materials",
-    "num_basecolor_tex", "num_metallic_tex", "num_roughness_tex", "num_alpha_tex",
-    "ingest_error",
-]
 
 
 def default_memory_mb(workers: int) -> int:
@@ -64,6 +62,36 @@ def _resolve_input(uri: str, workdir: Path, max_archive_bytes: int, max_uncompre
 # What running into the cap looks like in the log (thread stacks count too: EAGAIN from std::thread).
 _OOM_MARKS = ("bad_alloc", "MemoryError", "Cannot allocate", "cannot map", "failed to map", "out of memory",
               "Resource temporarily unavailable")
+
+
+# Lines of Blender's log that say a texture or image could not be read, e.g. glTF's "ERROR: Missing image file
+# (index 0): /x/a.png", Blender's "Error: Cannot read image ...", "Image ... not found".
+_MISSING_IMAGE_LINE = re.compile(
+    r"(missing image|image.*(not found|cannot|could not|couldn't|failed|unable)|"
+    r"(cannot|could not|couldn't|failed to|unable to) (read|load|open|find).*(image|texture)|texture.*not found)",
+    re.IGNORECASE)
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.])/[^\s'\"]+")
+_LOG_TIME = re.compile(r"^\d\d:\d\d:\d\d \| ")
+MAX_LOG_WARNINGS = 10  # per object: a file can name thousands of images
+
+
+def blender_warnings(log_text: str, root: Path) -> list[str]:
+    """Blender's own lines about images and textures it could not read, for the object's report entry: in order,
+    each once, at most MAX_LOG_WARNINGS, with the archive's folder cut from paths (any other absolute path shown by
+    its file name only), printable and bounded."""
+    prefix = os.path.abspath(root).rstrip("/") + "/"
+    seen: list[str] = []
+    for line in log_text.splitlines():
+        if not _MISSING_IMAGE_LINE.search(line):
+            continue
+        line = _LOG_TIME.sub("", line.strip()).replace(prefix, "")
+        line = _ABSOLUTE_PATH.sub(lambda m: os.path.basename(m.group(0)) or "/", line)
+        line = shown(line)
+        if line not in seen:
+            seen.append(line)
+            if len(seen) == MAX_LOG_WARNINGS:
+                break
+    return seen
 
 
 # Environment variables the Blender pass never needs and must not be able to hand on (cloud credentials, keys).
@@ -129,6 +157,9 @@ def run_blender_pass(asset: Asset, dump_dir: Path, render_dir: Path | None, *, r
     log_text = log_path.read_text(errors="replace")
     result = _outcome(result_path, log_text, code, memory_mb)
     result["seconds"] = round(seconds, 3)
+    said = [w for w in blender_warnings(log_text, root) if w not in result.get("warnings", [])]
+    if said:
+        result["warnings"] = [*result.get("warnings", []), *(f"Blender: {w}" for w in said)]
     if "sandbox" not in result:  # it never got to say: the launcher's own line in the log
         lines = [ln for ln in log_text.splitlines() if ln.startswith("sandbox: ")]
         result["sandbox"] = lines[0].removeprefix("sandbox: ") if lines else "not started"
@@ -169,11 +200,12 @@ def ingest(input_uri: str, out_dir: str | os.PathLike, render_size: int = 1024, 
            workers: int = 1, timeout_s: float = DEFAULT_TIMEOUT_S, memory_mb: int | None = None,
            render: bool = True, max_archive_bytes: int = MAX_ARCHIVE_BYTES,
            max_uncompressed_bytes: int = MAX_UNCOMPRESSED_BYTES, progress: bool = True,
-           denoise: str = "accurate") -> dict:
+           denoise: str = "accurate", on_result=None) -> dict:
     """Runs the ingest stage; returns the report (also written to DIR/ingest_report.json).
 
     Per-asset failures are recorded and never stop the run. Raises InputError (exit 2) when the input itself is
-    unusable or when no asset survives (the report is written first)."""
+    unusable or when no asset survives (the report is written first). `on_result(asset, result)` is called as each
+    object finishes (a caller's own progress counter; `progress` prints this run's)."""
     if render_size < 8 or render_samples < 1:
         raise InputError("--render-size must be at least 8 and --render-samples at least 1")
     if denoise not in ("accurate", "fast", "off"):
@@ -216,12 +248,16 @@ def ingest(input_uri: str, out_dir: str | os.PathLike, render_size: int = 1024, 
                     threads=threads, timeout_s=timeout_s, memory_mb=memory_mb,
                     log_path=logs / f"{asset.sha256}.log", denoise=denoise, root=root,
                 )
+                if result.get("ok"):
+                    _assess(result, dump_dir, render_dir)
                 if not result.get("ok"):
                     for d in (dump_dir, render_dir):
                         if d is not None:
                             shutil.rmtree(d, ignore_errors=True)
             if bar:
                 bar.update(asset, result)
+            if on_result is not None:
+                on_result(asset, result)
             return result
 
         results: dict[str, dict] = {}
@@ -231,17 +267,49 @@ def ingest(input_uri: str, out_dir: str | os.PathLike, render_size: int = 1024, 
                 results[futures[fut].sha256] = fut.result()
 
         report = _write_outputs(out, str(input_uri), found, results, render, render_size, render_samples,
-                                denoise, time.time() - started)
+                                denoise, time.time() - started, root)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    if progress:
+        for line in summary_lines(report["flagged"]):
+            print(line, file=sys.stderr, flush=True)
     if report["succeeded"] == 0:
         reasons = "; ".join(f"{f['file']}: {f['reason']}" for f in report["failed"][:3])
         raise InputError(f"none of the {report['objects_found']} objects could be ingested ({reasons})")
     return report
 
 
+def _assess(result: dict, dump_dir: Path, render_dir: Path | None) -> None:
+    """The data-quality checks (quality.py) on a successful pass: a refusal turns it into a failure with the
+    reason; otherwise the measured values and flags join the result."""
+    try:
+        reason, row = quality.assess(dump_dir, render_dir, result.get("images_missing", 0))
+    except (OSError, ValueError, KeyError) as exc:  # a dump or render the pass wrote but that cannot be read back
+        reason, row = f"the Blender pass's output cannot be read back: {type(exc).__name__}", {}
+    if reason:
+        result.update(ok=False, reason=f"refused: {reason}")
+    else:
+        result["quality"] = row
+
+
+def quality_entry(row: dict, missing_names: list[str]) -> dict:
+    """A report entry's view of the quality checks: the measured values and the flags as a list."""
+    if not row:
+        return {}
+    measured = {k: row[k] for k in quality.COLUMNS if k != "quality_flags" and row.get(k) not in ("", None)}
+    if missing_names:
+        measured["images_missing_names"] = missing_names
+    return {"quality": measured, "flags": quality.flags_in(row)}
+
+
+def summary_lines(flagged: list[dict]) -> list[str]:
+    """The end-of-run lines for the objects kept but flagged, one per object with what each flag means."""
+    return [f"flagged: {f['file']}: " + "; ".join(f"{flag} ({quality.FLAGS.get(flag, '')})" for flag in f["flags"])
+            for f in flagged]
+
+
 def _write_outputs(out: Path, input_uri: str, found, results: dict, render: bool, render_size: int,
-                   render_samples: int, denoise: str, seconds: float) -> dict:
+                   render_samples: int, denoise: str, seconds: float, root: Path) -> dict:
     rows, objects, failed = [], [], []
     for asset in found.assets:
         res = results[asset.sha256]
@@ -255,6 +323,7 @@ def _write_outputs(out: Path, input_uri: str, found, results: dict, render: bool
         for key in ("num_faces", "num_vertices", "num_materials", "num_basecolor_tex", "num_metallic_tex",
                     "num_roughness_tex", "num_alpha_tex"):
             row[key] = res.get(key, "") if ok else ""
+        row.update(res.get("quality", {}) if ok else {})
         row.update(asset.extra)
         rows.append(row)
         entry = {"file": asset.local_path, "sha256": asset.sha256, "format": asset.format, "size": asset.size,
@@ -264,11 +333,12 @@ def _write_outputs(out: Path, input_uri: str, found, results: dict, render: bool
         if ok:
             entry.update({k: res[k] for k in ("num_vertices", "num_faces", "num_materials", "num_basecolor_tex",
                                                 "num_metallic_tex", "num_roughness_tex", "num_alpha_tex")})
-            if res.get("warnings"):
-                entry["warnings"] = res["warnings"]
+            entry.update(quality_entry(res.get("quality", {}), res.get("images_missing_names", [])))
         else:
             entry["reason"] = res.get("reason", "unknown error")
             failed.append({"file": asset.local_path, "reason": entry["reason"]})
+        if res.get("warnings"):
+            entry["warnings"] = res["warnings"]
         if asset.duplicates:
             entry["duplicates"] = asset.duplicates
         objects.append(entry)
@@ -281,7 +351,11 @@ def _write_outputs(out: Path, input_uri: str, found, results: dict, render: bool
         "objects_found": len(found.assets),
         "succeeded": sum(o["status"] == "succeeded" for o in objects),
         "failed": failed,
+        # kept but of doubtful value (docs/rendering.md#data-quality)
+        "flagged": [{"file": o["file"], "flags": o["flags"]} for o in objects if o.get("flags")],
         "objects": objects,
+        # every other file of the input and what became of it
+        "other_files": other_files(found.files, found, root),
         "duplicates": sum(len(a.duplicates) for a in found.assets),
         "manifest_missing": found.manifest_missing,
         "manifest_unsupported": found.manifest_unsupported,

@@ -44,7 +44,7 @@ public final class StatusOperation extends ApiOperation {
         }
         if (d.status() == ExecutionStatus.RUNNING) {
             String step = currentStep(d.executionArn());
-            JobQueueView.Standing standing = step == null || jobs == null ? null : jobs.standing(id);
+            JobQueueView.Standing standing = step == null || jobs == null ? null : standing(id);
             boolean queued = step == null || (standing != null && standing.queued());
             out.put("status", queued ? "IN_QUEUE" : "IN_PROGRESS");
             if (standing != null && standing.queued()) {
@@ -68,10 +68,26 @@ public final class StatusOperation extends ApiOperation {
         return ApiResponse.json(200, out);
     }
 
+    /** The Batch view is extra: when Batch cannot be asked, the status is still answered, without it. */
+    private JobQueueView.Standing standing(String id) {
+        try {
+            return jobs.standing(id);
+        } catch (software.amazon.awssdk.core.exception.SdkException e) {
+            System.err.println("status of " + id + ": no Batch queue view: " + e.getMessage());
+            return null;
+        }
+    }
+
     /** With ?logs=1: the running jobs' recent lines (none while nothing runs). */
     private void logs(ObjectNode out, boolean wanted, JobQueueView.Standing standing, String id) {
         if (wanted) {
-            out.set("logs", Json.MAPPER.valueToTree(standing == null ? java.util.List.of() : jobs.logs(standing, id)));
+            java.util.List<JobQueueView.LogLine> lines = java.util.List.of();
+            try {
+                lines = standing == null ? lines : jobs.logs(standing, id);
+            } catch (software.amazon.awssdk.core.exception.SdkException e) {
+                System.err.println("status of " + id + ": no log lines: " + e.getMessage());
+            }
+            out.set("logs", Json.MAPPER.valueToTree(lines));
         }
     }
 

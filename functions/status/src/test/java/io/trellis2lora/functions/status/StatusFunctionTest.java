@@ -110,6 +110,33 @@ class StatusFunctionTest {
     }
 
     @Test
+    void whenBatchCannotBeAskedTheStatusIsStillAnswered() throws Exception {
+        Services s = TestServices.create(TestServices.RUNNING_MACHINE);
+        String id = start(s, "RUNNING");
+        Thread.sleep(300);
+        JobQueueView broken = new JobQueueView(new JobQueueView.Source() {
+            @Override
+            public List<JobQueueView.Job> named(String prefix) {
+                throw software.amazon.awssdk.core.exception.SdkClientException.create("AccessDenied: batch:ListJobs");
+            }
+
+            @Override
+            public List<JobQueueView.Job> inState(String status, int limit) {
+                return List.of();
+            }
+
+            @Override
+            public List<JobQueueView.LogLine> tail(JobQueueView.Job job, int limit) {
+                return List.of();
+            }
+        });
+        JsonNode b = status(s, broken, id, Map.of("logs", "1"));
+        assertEquals("IN_PROGRESS", b.get("status").asText(), b.toString());
+        assertEquals("Train", b.get("step").asText());
+        assertEquals(0, b.get("logs").size());
+    }
+
+    @Test
     void storedRequestWithoutExecutionYetIsInQueue() throws Exception {
         Services s = TestServices.create(TestServices.RUNNING_MACHINE);
         String id = UUID.randomUUID().toString();

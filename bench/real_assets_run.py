@@ -84,8 +84,14 @@ def main() -> int:
         return 1
     print(f"preprocess: {rep['objects_found']} found, {rep['objects_succeeded']} succeeded, {rep['objects_failed']} "
           f"failed; {wall:.0f} s wall, peak RSS {rss:.2f} GiB (the largest of it and its Blender children)")
+    # every file of the archive with its outcome: objects (kept, with their quality flags, or failed with the
+    # reason) and the other files (companions, unsupported or no extension)
+    for o in rep["objects"]:
+        print(f"  kept:   {o['file']}: {', '.join(o.get('flags', [])) or 'no flags'}")
     for f in rep["failed"]:
         print(f"  failed: {f['file']}: {f['reason']}")
+    for f in rep.get("other_files", []):
+        print(f"  other:  {f['file']}: {f['outcome']}")
 
     again = out / "dataset-again.zip"
     code, wall, _ = timed([str(WORKER), "preprocess", "--input", str(dataset), "--output", str(again),

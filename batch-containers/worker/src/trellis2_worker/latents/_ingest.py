@@ -4,7 +4,8 @@
 Blender passes, the input is discovered here first (the ingest package's own `discover`, so the sha256 keys agree),
 assets already in the cache are left out, and the rest are ingested in small batches, each batch from a hard-linked
 copy of the input tree that holds only that batch's 3D files (side files such as .bin/.mtl/textures are all kept).
-Each finished batch is moved into the cache at once, so a crash loses at most one batch.
+Each finished batch is moved into the cache at once, so a crash loses at most one batch. One progress counter runs
+over all batches, object by object.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from trellis2_worker.dataset import layout
 
 
 class IngestCache:
-    """`root/<render_size>/<sha256>/{dump/, renders/, row.json, done.json}` for objects whose Blender pass succeeded."""
+    """`root/<render_size>/<sha256>/{dump/, renders/, row.json, done.json}` for objects whose Blender pass succeeded
+    and that passed the quality checks (an entry from before those checks has no `quality_flags` and is redone)."""
 
     def __init__(self, root: Path, render_size: int):
         self.dir = Path(root) / "ingest" / str(render_size)
@@ -33,15 +35,25 @@ class IngestCache:
 
     def has(self, sha: str) -> bool:
         d = self.obj(sha)
-        return (d / "done.json").is_file() and (d / "dump" / "mesh.npz").is_file() and (d / "renders" / layout.TRANSFORMS_FILE).is_file()
+        if not ((d / "done.json").is_file() and (d / "dump" / "mesh.npz").is_file()
+                and (d / "renders" / layout.TRANSFORMS_FILE).is_file()):
+            return False
+        try:
+            return "quality_flags" in self.row(sha)
+        except (OSError, ValueError):
+            return False
 
     def row(self, sha: str) -> dict:
         return json.loads((self.obj(sha) / "row.json").read_text())
 
-    def seconds(self, sha: str) -> float | None:
-        return json.loads((self.obj(sha) / "done.json").read_text()).get("seconds")
+    def done(self, sha: str) -> dict:
+        """{seconds, warnings, quality} of the object's Blender pass and checks (warnings, quality when any)."""
+        return json.loads((self.obj(sha) / "done.json").read_text())
 
-    def put(self, sha: str, dump_dir: Path, render_dir: Path, row: dict, seconds) -> None:
+    def seconds(self, sha: str) -> float | None:
+        return self.done(sha).get("seconds")
+
+    def put(self, sha: str, dump_dir: Path, render_dir: Path, row: dict, seconds, entry: dict | None = None) -> None:
         d = self.obj(sha)
         if d.exists():
             shutil.rmtree(d)
@@ -49,7 +61,8 @@ class IngestCache:
         shutil.move(str(dump_dir), d / "dump")
         shutil.move(str(render_dir), d / "renders")
         (d / "row.json").write_text(json.dumps(row))
-        (d / "done.json").write_text(json.dumps({"seconds": seconds}))  # last: marks it complete
+        notes = {k: (entry or {})[k] for k in ("warnings", "quality") if (entry or {}).get(k)}
+        (d / "done.json").write_text(json.dumps({"seconds": seconds, **notes}))  # last: marks it complete
 
 
 def _resolve(local: Path, work: Path) -> tuple[Path, list[str] | None]:
@@ -100,7 +113,8 @@ def _filtered_manifest(root: Path, wanted: set[str], dest: Path) -> None:
 
 def run(local: Path, work: Path, cache: IngestCache, *, render_size: int, workers: int, batch_size: int = 0,
         only: dict[str, str] | None = None) -> dict:
-    """Ingest every asset not yet cached; returns {found, objects: {sha: row}, failed, seconds: {sha: s}, dirs}.
+    """Ingest every asset not yet cached; returns {found, objects: {sha: row}, failed, seconds: {sha: s},
+    notes: {sha: {warnings, quality}}, other_files, ...}.
     `only` ({file: sha256}, a shard of a plan: plan.py): those objects alone; the archive's other 3D files are
     never hashed."""
     from trellis2_worker.ingest import discover
@@ -130,7 +144,8 @@ def run(local: Path, work: Path, cache: IngestCache, *, render_size: int, worker
           f"(cache), {len(todo)} to ingest with Blender", file=sys.stderr, flush=True)
     from tqdm import tqdm
 
-    # One counter over every batch (each batch's own ingest() counter is off: it would restart at 1 every batch).
+    # One counter over every batch, moved as each object finishes (each batch's own ingest() counter is off: it
+    # would restart at 1 every batch).
     bar = tqdm(total=len(todo), desc="ingest (Blender)", unit="object", file=sys.stderr, dynamic_ncols=True,
                mininterval=1.0, disable=not todo)
     try:
@@ -138,7 +153,9 @@ def run(local: Path, work: Path, cache: IngestCache, *, render_size: int, worker
     finally:
         bar.close()
 
-    objects, seconds = {}, {}
+    from trellis2_worker.ingest.discovery import other_files
+
+    objects, seconds, notes = {}, {}, {}
     for a in found.assets:
         if not cache.has(a.sha256):
             continue
@@ -146,12 +163,16 @@ def run(local: Path, work: Path, cache: IngestCache, *, render_size: int, worker
         # the cached row may come from another archive holding the same file: paths and manifest columns are this one's
         row.update({"local_path": a.local_path, "file_identifier": a.local_path, **a.extra})
         objects[a.sha256] = row
-        seconds[a.sha256] = cache.seconds(a.sha256)
+        done = cache.done(a.sha256)
+        seconds[a.sha256] = done.get("seconds")
+        notes[a.sha256] = {k: done[k] for k in ("warnings", "quality") if done.get(k)}
     return {
         "found": len(found.assets),
         "objects": objects,
         "failed": failed,
         "seconds": seconds,
+        "notes": notes,
+        "other_files": other_files(found.files, found, root),
         "cached": len(found.assets) - len(todo),
         "duplicates": sum(len(a.duplicates) for a in found.assets),
         "sandbox": sorted(sandbox),
@@ -169,9 +190,14 @@ def _run_batches(root, files, todo, batch_size, work, cache, failed, sandbox, ba
         src, out = bdir / "input", bdir / "out"
         _link_tree(root, files, lambda rel: rel != MANIFEST and (file_format(rel) is None or rel in wanted), src)
         _filtered_manifest(root, wanted, src)
-        bar.set_description(f"ingest (Blender) {b + 1}-{b + len(batch)}")
+        def finished(asset, result) -> None:
+            if not result.get("ok"):
+                bar.write(f"ingest: {asset.local_path}: FAILED: {result.get('reason')}", file=sys.stderr)
+            bar.update(1)
+
         try:
-            report = ingest(str(src), out, render_size=render_size, workers=workers, progress=False)
+            report = ingest(str(src), out, render_size=render_size, workers=workers, progress=False,
+                            on_result=finished)
         except InputError:
             # a batch where nothing survived still wrote its report; anything else is the input's fault as a whole
             if not (out / "ingest_report.json").is_file():
@@ -183,10 +209,12 @@ def _run_batches(root, files, todo, batch_size, work, cache, failed, sandbox, ba
         for obj in report.get("objects", []):
             sha = obj["sha256"]
             if obj.get("status") == "succeeded" and sha in rows:
-                cache.put(sha, out / "dumps" / sha, out / layout.RENDERS_DIR / sha, rows[sha], obj.get("seconds"))
+                cache.put(sha, out / "dumps" / sha, out / layout.RENDERS_DIR / sha, rows[sha], obj.get("seconds"),
+                          obj)
             else:
-                failed.append({"file": obj.get("file"), "reason": obj.get("reason", "ingest failed")})
-                bar.write(f"ingest: {obj.get('file')}: FAILED: {failed[-1]['reason']}", file=sys.stderr)
+                entry = {"file": obj.get("file"), "reason": obj.get("reason", "ingest failed")}
+                if obj.get("warnings"):
+                    entry["warnings"] = obj["warnings"]
+                failed.append(entry)
         shutil.rmtree(bdir, ignore_errors=True)
-        bar.update(len(batch))
         bar.set_postfix(failed=len(failed))

@@ -247,6 +247,18 @@ def _base_model_id(base: str) -> str:
     return base
 
 
+def _quality_of(row: dict, notes: dict) -> dict:
+    """A report entry's quality part: measured values, flags, and the Blender pass's warnings (when any)."""
+    from trellis2_worker.ingest.quality import flags_in
+
+    out = {"flags": flags_in(row)}
+    if notes.get("quality"):
+        out["quality"] = notes["quality"]
+    if notes.get("warnings"):
+        out["warnings"] = notes["warnings"]
+    return out
+
+
 def _preprocess_raw(local: Path, resolution, base, output_uri, render_size, workers, cache_dir, work: Path,
                     only: dict[str, str] | None = None) -> dict:
     from trellis2_worker import storage
@@ -310,7 +322,9 @@ def _preprocess_raw(local: Path, resolution, base, output_uri, render_size, work
             cache.put(sha, result)
             for k, v in result["times"].items():
                 phase_totals[k] = phase_totals.get(k, 0.0) + v
-        meta = {k: v for k, v in row.items() if k not in ("format", "size", "ingest_error") and v not in ("", None)}
+        # the quality columns always (an empty quality_flags says "none"), the others when set
+        meta = {k: v for k, v in row.items() if k not in ("format", "size", "ingest_error")
+                and (v not in ("", None) or k in layout.QUALITY_COLUMNS)}
         meta.update(dual_grid_converted=True, dual_grid_size=result["stats"].get("dual_grid_size"), pbr_voxelized=True,
                     num_pbr_voxels=result["stats"].get("num_pbr_voxels"))
         entry = stager.add_object(sha, result["ss"], result["shape"], result["pbr"], icache.obj(sha) / "renders", meta)
@@ -320,6 +334,7 @@ def _preprocess_raw(local: Path, resolution, base, output_uri, render_size, work
             "voxels": result["stats"].get("dual_grid_size"), "ss_cells": result["stats"].get("ss_cells"),
             "blender_s": ing["seconds"].get(sha), "seconds": {k: round(v, 3) for k, v in result["times"].items()},
             "from_cache": from_cache,
+            **_quality_of(row, ing["notes"].get(sha, {})),
         })
         bar.set_postfix(failed=len(failed), cached=cached)
         bar.update(1)
@@ -346,6 +361,11 @@ def _preprocess_raw(local: Path, resolution, base, output_uri, render_size, work
          f"{len(failed)} failed")
     timings.update(phase_totals)
     blender = [s for s in ing["seconds"].values() if s is not None]
+    flagged = [{"file": o["file"], "flags": o["flags"]} for o in per_object if o.get("flags")]
+    from trellis2_worker.ingest.pipeline import summary_lines
+
+    for line in summary_lines(flagged):  # the end-of-run summary: what is kept but of doubtful value
+        _say(line)
     return {
         "kind": "raw",
         "reused": False,
@@ -356,7 +376,9 @@ def _preprocess_raw(local: Path, resolution, base, output_uri, render_size, work
         "objects_succeeded": len(per_object),
         "objects_failed": len(failed),
         "failed": failed,
+        "flagged": flagged,  # kept but of doubtful value (docs/rendering.md#data-quality)
         "objects": per_object,
+        "other_files": ing["other_files"],  # every other file of the input and what became of it
         "objects_from_cache": {"ingest": ing["cached"], "latents": cached},
         "tokens": {o["sha256"]: {"shape": o["shape_tokens"], "pbr": o["pbr_tokens"]} for o in per_object},
         "timings": {k: round(v, 3) for k, v in timings.items()},

@@ -204,3 +204,25 @@ def test_a_child_writes_its_report_where_its_index_says(tmp_path, monkeypatch, c
     assert main([*plain, "--shard", "3/3"]) == 2  # a report without {shard} still gets the error
     assert json.loads((tmp_path / "plain.json").read_text())["error"].startswith("--shard must be I/N")
 
+
+def test_a_shard_whose_objects_all_fail_succeeds_and_the_merge_fails_the_run(tmp_path):
+    """Only the merge fails a run: a child whose objects all fail exits 0 with its failures (an array job fails as
+    soon as one child does); the same input without a shard is the input's fault, exit 2."""
+    raw = tmp_path / "raw.zip"
+    with zipfile.ZipFile(raw, "w") as zf:  # ASCII FBX fails before Blender starts
+        for name in ("a.fbx", "b.fbx"):
+            zf.writestr(name, f"; FBX 7.4.0 project file\n; {name}\n")
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"objects": [{"file": "a.fbx", "size": 1}, {"file": "b.fbx", "size": 1}]}))
+    common = ["--input", str(raw), "--resolution", "512", "--base", "tiny", "--render-size", "8",
+              "--cache-dir", str(tmp_path / "cache"), "--objects-from", str(plan)]
+    for i in range(2):
+        assert main(["preprocess", *common, "--shard", f"{i}/2", "--output", str(tmp_path / f"shard-{i}.zip"),
+                     "--report", str(tmp_path / f"shard-{i}.json")]) == 0
+        rep = json.loads((tmp_path / f"shard-{i}.json").read_text())
+        assert rep["objects_succeeded"] == 0 and rep["output"] is None and "unsupported ASCII FBX" in rep["failed"][0]["reason"]
+    assert not list(tmp_path.glob("shard-*.zip"))
+    assert main(["preprocess", *common, "--output", str(tmp_path / "one.zip"), "--report", str(tmp_path / "one.json")]) == 2
+    _, rep = _merge(tmp_path, plan, count=2, code=2)
+    assert rep["error"].startswith("no object could be preprocessed in any of the 2 shards (2 planned): a.fbx: "
+                                   "unsupported ASCII FBX")

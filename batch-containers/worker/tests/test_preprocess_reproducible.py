@@ -1,6 +1,7 @@
 """Two `preprocess` runs of the same real assets, each with its own cache (so Blender and the encoders run twice),
 give byte-identical dataset members: the renders, the latents, the transforms and the objects' metadata.csv rows.
-Shards cut from a plan (`--objects-from`, `--shard I/N`) hold exactly the members of the one-shard run."""
+Shards cut from a plan (`--objects-from`, `--shard-count N` as array children) hold exactly the members of the
+one-shard run, and `merge` makes them its very zip."""
 
 import csv
 import io
@@ -22,11 +23,14 @@ COMPANIONS = ["assimp/OBJ/spider.mtl", "assimp/OBJ/SpiderTex.jpg", "assimp/OBJ/d
               "assimp/OBJ/engineflare1.jpg", "assimp/OBJ/wal67ar_small.jpg", "assimp/OBJ/wal69ar_small.jpg"]
 
 
-def _preprocess(tmp, raw, name, *extra, cache=None, code=0):
-    out, report = tmp / f"{name}.zip", tmp / f"{name}.json"
+def _preprocess(tmp, raw, name, *extra, cache=None, code=0, output=None, report=None, read=True):
+    out, report = output or tmp / f"{name}.zip", report or tmp / f"{name}.json"
     got = main(["preprocess", "--input", str(raw), "--resolution", "512", "--base", "tiny", "--output", str(out),
                 "--report", str(report), "--render-size", "16", "--cache-dir", str(cache or tmp / f"cache-{name}"),
                 *extra])
+    if not read:  # the caller reads the report where {shard} put it
+        assert got == code
+        return out, None
     rep = json.loads(report.read_text())
     assert got == code, rep
     return out, rep
@@ -65,14 +69,29 @@ def test_two_runs_give_the_same_member_bytes(first):
     assert rep1["created_at"] and "created_at" not in json.loads(a["prepared_dataset.json"][0])
 
 
-def test_shards_of_a_plan_hold_the_members_of_one_run(first):
+@pytest.fixture(scope="module")
+def shards(first):
+    """The two shards of a plan as Prepare writes it (the zip's directory: paths, no sha256), run as array children."""
     tmp, raw, whole, rep = first
-    plan = tmp / "first.json"  # a report's objects ({file, sha256}) plan the next run
-    members, rows = _members(whole)
+    plan = tmp / "plan.json"
+    plan.write_text(json.dumps({"objects": [{"file": o["file"], "crc32": 0, "size": 1} for o in rep["objects"]]}))
     cache = tmp / "cache-first"  # as a retried shard: the Blender passes and latents come from the cache
-    seen = set()
+    out = []
     for i in range(2):
-        out, rep_i = _preprocess(tmp, raw, f"shard{i}", "--objects-from", str(plan), "--shard", f"{i}/2", cache=cache)
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("AWS_BATCH_JOB_ARRAY_INDEX", str(i))
+            _preprocess(tmp, raw, "shard", "--objects-from", str(plan), "--shard-count", "2", cache=cache,
+                        output=tmp / "shard{shard}.zip", report=tmp / "shard{shard}.json", read=False)
+        out.append((tmp / f"shard{i}.zip", json.loads((tmp / f"shard{i}.json").read_text())))
+    return plan, out
+
+
+def test_shards_of_a_plan_hold_the_members_of_one_run(first, shards):
+    tmp, raw, whole, rep = first
+    plan, parts = shards
+    members, rows = _members(whole)
+    seen = set()
+    for i, (out, rep_i) in enumerate(parts):
         assert rep_i["shard"] == {"plan": str(plan), "shard": f"{i}/2", "objects": 1}
         assert rep_i["objects_found"] == 1  # the other shard's file was not even hashed
         part, part_rows = _members(out)
@@ -82,6 +101,19 @@ def test_shards_of_a_plan_hold_the_members_of_one_run(first):
         assert mine and all(part[n] == members[n] for n in mine)
         assert part_rows[0] == rows[0] and part_rows[1] in rows[1:]
     assert seen == {o["sha256"] for o in rep["objects"]}
+
+
+def test_the_merge_of_the_shards_is_the_one_run_dataset(first, shards):
+    tmp, _, whole, rep = first
+    plan, _ = shards
+    out, report = tmp / "merged.zip", tmp / "merged.json"
+    assert main(["merge", "--plan", str(plan), "--shard-count", "2", "--resolution", "512", "--base", "tiny",
+                 "--shard-outputs", str(tmp / "shard{shard}.zip"), "--shard-reports", str(tmp / "shard{shard}.json"),
+                 "--output", str(out), "--report", str(report)]) == 0
+    assert out.read_bytes() == whole.read_bytes()
+    merged = json.loads(report.read_text())
+    assert merged["tokens"] == rep["tokens"] and merged["objects_succeeded"] == rep["objects_succeeded"]
+    assert [o["file"] for o in merged["objects"]] == [o["file"] for o in rep["objects"]]
 
 
 def test_a_plan_that_does_not_match_the_input_is_refused(first, tmp_path):

@@ -134,7 +134,8 @@ def run(local: Path, work: Path, cache: IngestCache, *, render_size: int, worker
         raise InputError("no supported 3D object in the input")
     if only is not None:
         for a in found.assets:
-            if only.get(a.local_path) != a.sha256:
+            planned = only.get(a.local_path)  # a plan from the zip's directory alone names no sha256
+            if planned is not None and planned != a.sha256:
                 raise InputError(f"--objects-from: {a.local_path} is not the object the plan names (other bytes)")
     todo = [a for a in found.assets if not cache.has(a.sha256)]
     batch_size = batch_size or max(4, 4 * max(1, workers))
@@ -142,12 +143,11 @@ def run(local: Path, work: Path, cache: IngestCache, *, render_size: int, worker
     sandbox: set[str] = set()  # the protections this run's Blender passes had (ingest_report.json's "sandbox")
     print(f"preprocess: {len(found.assets)} object(s) found, {len(found.assets) - len(todo)} already ingested "
           f"(cache), {len(todo)} to ingest with Blender", file=sys.stderr, flush=True)
-    from tqdm import tqdm
+    from trellis2_worker.progress import counter
 
     # One counter over every batch, moved as each object finishes (each batch's own ingest() counter is off: it
     # would restart at 1 every batch).
-    bar = tqdm(total=len(todo), desc="ingest (Blender)", unit="object", file=sys.stderr, dynamic_ncols=True,
-               mininterval=1.0, disable=not todo)
+    bar = counter(len(todo), "ingest (Blender)", "object", bool(todo))
     try:
         _run_batches(root, files, todo, batch_size, work, cache, failed, sandbox, bar, render_size, workers)
     finally:

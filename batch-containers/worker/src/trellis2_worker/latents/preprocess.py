@@ -26,6 +26,7 @@ from trellis2_worker.errors import InputError
 from trellis2_worker.dataset import (
     DatasetStager, classify_archive, layout, save_sparse_latent, save_ss_latent, validate_dataset,
 )
+from trellis2_worker.latents.plan import base_model_id
 from trellis2_worker.latents.encode import EncodingError, encode_pbr, encode_shape, encode_ss, for_device
 from trellis2_worker.ovoxel import ss_occupancy
 
@@ -194,7 +195,8 @@ def preprocess(
     objects_from: str | None = None,
     shard: str | None = None,
 ) -> dict:
-    """The `preprocess` command; returns the report. `objects_from` (a plan) and `shard` ("I/N"): plan.py."""
+    """The `preprocess` command; returns the report. `objects_from` (a plan) and `shard` ("I/N"): plan.py. With a
+    shard, objects that all fail give a report with zero objects and no dataset instead of an error."""
     from trellis2_worker import storage
 
     if resolution not in layout.RESOLUTIONS:
@@ -218,16 +220,19 @@ def preprocess(
         if kind == "dataset":
             if only is not None:
                 raise InputError("--objects-from applies to raw assets, not to a preprocessed dataset")
-            base_id = _base_model_id(base)
+            base_id = base_model_id(base)
             report = reuse_dataset(local, resolution, base_id, allow_other_base)
             if local.is_dir():
                 raise InputError("a preprocessed dataset must be given as a .zip to be passed through")
             storage.upload_file(local, output_uri)  # unchanged bytes: the same dataset key downstream
         else:
-            report = _preprocess_raw(local, resolution, base, output_uri, render_size, workers, cache_dir, work, only)
+            # A shard whose objects all failed still succeeds (exit 0): one shard's bad objects must not fail the
+            # array job; the merge decides whether the run fails (when no object survives anywhere).
+            report = _preprocess_raw(local, resolution, base, output_uri, render_size, workers, cache_dir, work, only,
+                                     allow_empty=shard is not None)
             if only is not None:
                 report["shard"] = {"plan": objects_from, "shard": shard or "0/1", "objects": len(only)}
-        report["output"] = output_uri
+        report["output"] = output_uri if report["objects_succeeded"] else None
         report["seconds"] = round(time.perf_counter() - t_start, 3)
         # run details live here, never in the dataset (its bytes depend only on its objects)
         report["created_at"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -235,16 +240,6 @@ def preprocess(
     finally:
         if own_work:
             shutil.rmtree(work, ignore_errors=True)
-
-
-def _base_model_id(base: str) -> str:
-    """The id `load_base(base).model_id` would give, without loading anything (no compute on reuse)."""
-    if base == "tiny":
-        return "tiny"
-    p = Path(base)
-    if p.is_dir():
-        return p.resolve().name
-    return base
 
 
 def _quality_of(row: dict, notes: dict) -> dict:
@@ -260,7 +255,7 @@ def _quality_of(row: dict, notes: dict) -> dict:
 
 
 def _preprocess_raw(local: Path, resolution, base, output_uri, render_size, workers, cache_dir, work: Path,
-                    only: dict[str, str] | None = None) -> dict:
+                    only: dict[str, str | None] | None = None, allow_empty: bool = False) -> dict:
     from trellis2_worker import storage
     from trellis2_worker.latents import _ingest
     import torch
@@ -340,25 +335,28 @@ def _preprocess_raw(local: Path, resolution, base, output_uri, render_size, work
         bar.update(1)
     bar.close()
 
-    if not per_object:
+    if not per_object and not allow_empty:
         reasons = "; ".join(f"{f.get('file')}: {f.get('reason')}" for f in failed[:5])
         raise InputError(f"no object could be preprocessed ({ing['found']} found){': ' + reasons if reasons else ''}")
-    if len(channels) != 1:
-        raise RuntimeError(f"the encoders gave latents with different channel counts: {sorted(channels)}")
-    latent_channels = channels.pop()
-    for k in ("shape", "pbr"):
-        encoder_info[k]["latent_channels"] = latent_channels
-    stager.info["encoders"] = encoder_info
+    if per_object:
+        if len(channels) != 1:
+            raise RuntimeError(f"the encoders gave latents with different channel counts: {sorted(channels)}")
+        latent_channels = channels.pop()
+        for k in ("shape", "pbr"):
+            encoder_info[k]["latent_channels"] = latent_channels
+        stager.info["encoders"] = encoder_info
 
-    t = time.perf_counter()
-    out_zip = work / "preprocessed.zip"
-    _say(f"writing the dataset ({len(per_object)} objects)")
-    stager.finish(out_zip)
-    _say(f"uploading the dataset ({out_zip.stat().st_size / 2**20:.1f} MiB)")
-    storage.upload_file(out_zip, output_uri)
-    timings["write_dataset_s"] = time.perf_counter() - t
-    _say(f"dataset written in {timings['write_dataset_s']:.0f} s: {len(per_object)} of {ing['found']} objects, "
-         f"{len(failed)} failed")
+        t = time.perf_counter()
+        out_zip = work / "preprocessed.zip"
+        _say(f"writing the dataset ({len(per_object)} objects)")
+        stager.finish(out_zip)
+        _say(f"uploading the dataset ({out_zip.stat().st_size / 2**20:.1f} MiB)")
+        storage.upload_file(out_zip, output_uri)
+        timings["write_dataset_s"] = time.perf_counter() - t
+        _say(f"dataset written in {timings['write_dataset_s']:.0f} s: {len(per_object)} of {ing['found']} objects, "
+             f"{len(failed)} failed")
+    else:  # a shard whose objects all failed: no dataset; the merge reads the failures from the report
+        _say(f"no dataset written: all {ing['found']} objects of this shard failed")
     timings.update(phase_totals)
     blender = [s for s in ing["seconds"].values() if s is not None]
     flagged = [{"file": o["file"], "flags": o["flags"]} for o in per_object if o.get("flags")]

@@ -584,7 +584,10 @@ class StackTemplateTest {
         assertTrue(trigger.canOn("states:StartExecution", sm));
 
         Permissions webhook = Permissions.ofFunction("WebhookFunction");
-        assertFalse(webhook.canObject("s3:GetObject", requests, result), "webhook reads nothing of the buckets");
+        // It signs the payload's links (which carry its rights): it reads what they point at, and writes nothing.
+        assertTrue(webhook.canObject("s3:GetObject", requests, adapter), "the payload's links are signed by it");
+        assertFalse(webhook.canObject("s3:PutObject", requests, result), "webhook writes nothing of the buckets");
+        assertFalse(webhook.canObject("s3:PutObject", requests, adapter));
         assertTrue(webhook.canOn("sqs:ChangeMessageVisibility", Synth.logicalId("AWS::SQS::Queue", "WebhooksQueue")));
         assertFalse(webhook.canOn("states:StartExecution", sm));
     }

@@ -1,16 +1,8 @@
 """Shared test fixtures: where ../shared lies (CI puts it beside the clone), the tiny base, one torch thread."""
 
-import os
 from pathlib import Path
 
 import pytest
-
-# One compute thread per process for the whole run, this one and the workers it starts (set before any test module
-# imports torch; an exported value wins): the models and assets here are far too small to gain from threads, and on
-# a 2-core machine shared with other work, spinning OpenMP threads make them slower, not faster (encoding three real
-# objects at 512, runs interleaved at load 2-5: 59 s with two threads, 40 s with one). Blender gets --threads itself.
-for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
 
 REPO = Path(__file__).resolve().parents[3]
 SHARED = REPO.parent / "shared"

@@ -310,3 +310,27 @@ def test_every_file_of_the_archive_is_in_the_report(hostile):
     assert "no extension" in other["README"]
     assert "unsupported extension .xyz" in other["notes.xyz"]
     assert other["missing-tex/gltf_buffer_0.bin"] == "used by missing-tex/model.gltf"
+
+
+def _stl_with_non_finite() -> bytes:
+    tris = np.asarray(CUBE_V[CUBE_F], np.float32)  # (12, 3, 3)
+    tris[0, 0, 0], tris[3, 1, 2] = np.inf, np.nan
+    records = np.zeros(12, dtype=[("n", "<f4", 3), ("v", "<f4", (3, 3)), ("attr", "<u2")])
+    records["v"] = tris
+    return bytes(80) + (12).to_bytes(4, "little") + records.tobytes()
+
+
+def test_non_finite_coordinates_in_a_glb_or_stl_are_refused_before_blender(tmp_path):
+    # Blender's importers zero such coordinates silently (measured: the dump came back finite, the cube crumpled)
+    from trellis2_worker.ingest.discovery import preflight
+
+    (tmp_path / "inf.glb").write_bytes(_glb_with_non_finite())
+    (tmp_path / "inf.stl").write_bytes(_stl_with_non_finite())
+    import trimesh
+
+    (tmp_path / "ok.glb").write_bytes(trimesh.Scene(trimesh.creation.box()).export(file_type="glb"))
+    (tmp_path / "ok.stl").write_bytes(trimesh.creation.box().export(file_type="stl"))
+    reasons = {a.local_path: preflight(a, tmp_path) for a in discover(tmp_path).assets}
+    assert reasons["inf.glb"] == quality.nonfinite_refusal(2, 8)
+    assert reasons["inf.stl"].startswith("non-finite geometry: 2 of 36 vertices")
+    assert reasons["ok.glb"] is None and reasons["ok.stl"] is None

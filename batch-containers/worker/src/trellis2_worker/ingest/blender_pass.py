@@ -154,11 +154,16 @@ def unreadable_images(bpy, root: Path) -> list[str]:
         if img.source not in ("FILE", "SEQUENCE", "TILED"):
             continue  # generated images, render results
         path = bpy.path.abspath(img.filepath, library=img.library) if img.filepath else ""
-        absent = img.packed_file is None and not (path and os.path.isfile(path))
-        # size loads the header: (0, 0) when the bytes cannot be decoded (also how Cycles finds it missing)
+        # An absolute path inside the archive that is no file: the glTF importer's placeholder for a missing image
+        # (a generated buffer, so its size is not 0). Relative paths (an OBJ's `.\\tex.jpg`) Blender resolves itself.
+        absent = img.packed_file is None and os.path.isabs(path) and not os.path.isfile(path)
+        # size loads the image: (0, 0) when Blender cannot read it (also how Cycles finds it missing)
         if absent or tuple(img.size) == (0, 0):
-            shown_as = os.path.relpath(path, root) if path and refs.inside(root, path) else img.name
-            missing.append(refs.shown(shown_as.replace(os.sep, "/")))
+            if os.path.isabs(path) and refs.inside(root, path):
+                shown_as = os.path.relpath(path, root).replace(os.sep, "/")
+            else:  # as the file writes it (an author's path is no path of ours)
+                shown_as = img.filepath.removeprefix("//") or img.name
+            missing.append(refs.shown(shown_as))
     return sorted(set(missing))
 
 

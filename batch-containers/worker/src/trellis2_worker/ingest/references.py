@@ -31,6 +31,10 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from trellis2_worker.ingest import quality
+
 # The largest texture side accepted: a texture is decoded to float RGBA by the dump (16 bytes a pixel), so 8192² is
 # 1 GiB already; a 30000² PNG took 3.8 GB before it was bounded.
 MAX_TEXTURE_SIDE = 8192
@@ -105,7 +109,15 @@ def check(path: Path, fmt: str, root: Path) -> str | None:
                 with open(ref.target, "rb") as f:
                     check_texture_size(f, f"{ref.kind} {shown(ref.written)}")
         if sniff_format(path, fmt) in ("glb", "gltf"):
-            _GltfRefs(path, root, sniff_format(path, fmt)).check_embedded_images()
+            gltf = _GltfRefs(path, root, sniff_format(path, fmt))
+            gltf.check_embedded_images()
+            reason = quality.nonfinite_refusal(*gltf.nonfinite_positions())
+            if reason:
+                return reason
+        elif fmt == "stl":
+            reason = quality.nonfinite_refusal(*_stl_nonfinite(path))
+            if reason:
+                return reason
     except Refused as exc:
         return str(exc)
     except OSError:
@@ -293,6 +305,38 @@ class _GltfRefs:
         target = Path(self.folder, _gltf_path(uri))  # checked inside by references()
         return target.read_bytes() if target.is_file() else None
 
+    def nonfinite_positions(self) -> tuple[int, int]:
+        """(vertices with an infinite or NaN coordinate, vertices) over the float POSITION accessors of every mesh
+        primitive, each accessor once. Blender's importers zero such coordinates without a word, which leaves a
+        crumpled mesh, so they are counted here, before Blender. Accessors that are sparse, not float or out of
+        their buffer's bounds are left to the importer."""
+        accessors, views = self._items("accessors"), self._items("bufferViews")
+        seen: set[int] = set()
+        bad = total = 0
+        for mesh in self._items("meshes"):
+            for prim in (mesh.get("primitives") or []) if isinstance(mesh, dict) else []:
+                index = prim.get("attributes", {}).get("POSITION") if isinstance(prim, dict) else None
+                if not isinstance(index, int) or not 0 <= index < len(accessors) or index in seen:
+                    continue
+                seen.add(index)
+                acc = accessors[index]
+                if not isinstance(acc, dict) or acc.get("componentType") != 5126 or acc.get("type") != "VEC3" \
+                        or "sparse" in acc or not isinstance(acc.get("bufferView"), int) \
+                        or not 0 <= acc["bufferView"] < len(views) or not isinstance(views[acc["bufferView"]], dict):
+                    continue
+                view = views[acc["bufferView"]]
+                buf = self._buffer_bytes(view.get("buffer"))
+                count, stride = acc.get("count", 0), view.get("byteStride") or 12
+                start = view.get("byteOffset", 0) + acc.get("byteOffset", 0) if isinstance(
+                    view.get("byteOffset", 0), int) and isinstance(acc.get("byteOffset", 0), int) else -1
+                if buf is None or not all(isinstance(x, int) for x in (count, stride)) or count <= 0 \
+                        or stride < 12 or start < 0 or start + (count - 1) * stride + 12 > len(buf):
+                    continue
+                co = np.ndarray((count, 3), "<f4", buffer=buf, offset=start, strides=(stride, 4))
+                bad += int((~np.isfinite(co).all(axis=1)).sum())
+                total += count
+        return bad, total
+
     def check_embedded_images(self) -> None:
         """The texture bound for images inside the file (data: URIs, buffer views), read from their headers."""
         views = self._items("bufferViews")
@@ -309,6 +353,26 @@ class _GltfRefs:
                         data = buf[start:start + length]
             if data is not None:
                 check_texture_size(io.BytesIO(data), f"embedded image {i}")
+
+
+def _stl_nonfinite(path: Path) -> tuple[int, int]:
+    """(vertices with an infinite or NaN coordinate, vertices) of a binary STL (fixed 50-byte records after an
+    80-byte header and a count); (0, 0) for an ASCII STL or a size that does not match its count."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(84)
+        if len(head) < 84:
+            return 0, 0
+        count = int.from_bytes(head[80:84], "little")
+        if size != 84 + 50 * count or count == 0:
+            return 0, 0
+        bad, left = 0, count
+        while left:  # in chunks: a binary STL may be gigabytes
+            n = min(left, 1 << 20)
+            records = np.fromfile(f, dtype=[("n", "<f4", 3), ("v", "<f4", (3, 3)), ("attr", "<u2")], count=n)
+            bad += int((~np.isfinite(records["v"].reshape(-1, 3)).all(axis=1)).sum())
+            left -= n
+    return bad, 3 * count
 
 
 # ----------------------------------------------------------------------------------------------------------------

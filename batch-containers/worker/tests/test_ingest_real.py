@@ -171,6 +171,22 @@ def test_every_real_file_is_reported_as_succeeded_or_failed_with_its_reason(real
     assert json.loads((out / "ingest_report.json").read_text())["succeeded"] == report["succeeded"]
 
 
+def test_textures_are_flagged_missing_only_when_they_are(real, dumped):
+    """The OBJ spider's textures lie beside it (its MTL writes them as `.\\Name.jpg`); the FBX spider names the
+    same images at its author's D:/ paths, which the archive lacks (docs/rendering.md#data-quality)."""
+    _, report = dumped
+    objects = _by_file(report)
+    assert objects["assimp/OBJ/spider.obj"]["quality"]["images_missing"] == 0
+    assert "textures_missing" not in objects["assimp/OBJ/spider.obj"]["flags"]
+    assert objects["assimp/FBX/spider.fbx"]["quality"]["images_missing"] == 4
+    assert "textures_missing" in objects["assimp/FBX/spider.fbx"]["flags"]
+    assert objects["damaged-helmet/DamagedHelmet.gltf"]["flags"] == []
+    # every file of the archive is in the report, as an object or another file
+    listed = [o["file"] for o in report["objects"]] + [f["file"] for f in report["other_files"]]
+    assert sorted(f.removeprefix("real/") for f in listed) == sorted(
+        p.relative_to(real).as_posix() for p in real.rglob("*") if p.is_file())
+
+
 def test_metadata_csv_has_a_row_per_object_with_path_format_size_and_status(real, dumped):
     import csv
 

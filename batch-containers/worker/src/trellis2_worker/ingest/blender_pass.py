@@ -146,7 +146,7 @@ def contain(bpy, root: Path, warnings: list[str]) -> list[str]:
 MAX_MISSING_NAMES = 20
 
 
-def unreadable_images(bpy, root: Path) -> list[str]:
+def unreadable_images(bpy, root: Path, fmt: str) -> list[str]:
     """The images the file names that Blender could not read (file absent, or bytes it cannot decode), by their
     archive-relative path (or their name when packed). Called after contain(): every path left lies inside root."""
     missing = []
@@ -154,9 +154,11 @@ def unreadable_images(bpy, root: Path) -> list[str]:
         if img.source not in ("FILE", "SEQUENCE", "TILED"):
             continue  # generated images, render results
         path = bpy.path.abspath(img.filepath, library=img.library) if img.filepath else ""
-        # An absolute path inside the archive that is no file: the glTF importer's placeholder for a missing image
-        # (a generated buffer, so its size is not 0). Relative paths (an OBJ's `.\\tex.jpg`) Blender resolves itself.
-        absent = img.packed_file is None and os.path.isabs(path) and not os.path.isfile(path)
+        # The glTF importer's placeholder for a missing image: a generated buffer (its size is not 0) given the
+        # absent file's path. Other importers keep the path as written even when they found the file another way
+        # (the OBJ importer's `.\\tex.jpg`, loaded as tex.jpg), so for them only an unreadable image counts.
+        absent = (fmt in ("glb", "gltf") and img.packed_file is None and os.path.isabs(path)
+                  and not os.path.isfile(path))
         # size loads the image: (0, 0) when Blender cannot read it (also how Cycles finds it missing)
         if absent or tuple(img.size) == (0, 0):
             if os.path.isabs(path) and refs.inside(root, path):
@@ -735,7 +737,7 @@ def run(args) -> dict:
             raise AssetError(f"corrupt binary FBX: Blender's importer failed ({_importer_reason(exc)})") from exc
         raise AssetError(f"importer error: {_importer_reason(exc)}") from exc
     dropped = contain(bpy, root, warnings)
-    missing = sorted(set(dropped) | set(unreadable_images(bpy, root)))
+    missing = sorted(set(dropped) | set(unreadable_images(bpy, root, args.format)))
     for mat in bpy.data.materials:
         _ensure_node_material(mat)
     check_finite(bpy)

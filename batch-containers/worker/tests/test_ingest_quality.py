@@ -334,3 +334,24 @@ def test_non_finite_coordinates_in_a_glb_or_stl_are_refused_before_blender(tmp_p
     assert reasons["inf.glb"] == quality.nonfinite_refusal(2, 8)
     assert reasons["inf.stl"].startswith("non-finite geometry: 2 of 36 vertices")
     assert reasons["ok.glb"] is None and reasons["ok.stl"] is None
+
+
+def test_non_finite_coordinates_in_an_obj_or_ply_are_refused_before_blender(tmp_path):
+    # Blender's OBJ and PLY importers zero an inf or NaN too; the text and binary layouts are read with numpy here
+    from trellis2_worker.ingest.discovery import preflight
+    import trimesh
+
+    box = trimesh.creation.box()
+    obj = box.export(file_type="obj").replace("v 0.50000000", "v inf", 1)
+    (tmp_path / "inf.obj").write_text(obj)
+    (tmp_path / "ok.obj").write_text(box.export(file_type="obj"))
+    for encoding in ("ascii", "binary"):
+        bad = box.copy()
+        bad.vertices[2] = [np.nan, 0, np.inf]
+        (tmp_path / f"inf_{encoding}.ply").write_bytes(bad.export(file_type="ply", encoding=encoding))
+        (tmp_path / f"ok_{encoding}.ply").write_bytes(box.export(file_type="ply", encoding=encoding))
+    reasons = {a.local_path: preflight(a, tmp_path) for a in discover(tmp_path).assets}
+    assert reasons["inf.obj"] == quality.nonfinite_refusal(1, 8)
+    assert reasons["inf_ascii.ply"] == quality.nonfinite_refusal(1, 8)
+    assert reasons["inf_binary.ply"] == quality.nonfinite_refusal(1, 8)
+    assert all(reasons[n] is None for n in ("ok.obj", "ok_ascii.ply", "ok_binary.ply"))

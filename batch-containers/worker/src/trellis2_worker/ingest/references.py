@@ -114,8 +114,8 @@ def check(path: Path, fmt: str, root: Path) -> str | None:
             reason = quality.nonfinite_refusal(*gltf.nonfinite_positions())
             if reason:
                 return reason
-        elif fmt == "stl":
-            reason = quality.nonfinite_refusal(*_stl_nonfinite(path))
+        elif fmt in _NONFINITE_READERS:
+            reason = quality.nonfinite_refusal(*_NONFINITE_READERS[fmt](path))
             if reason:
                 return reason
     except Refused as exc:
@@ -373,6 +373,85 @@ def _stl_nonfinite(path: Path) -> tuple[int, int]:
             bad += int((~np.isfinite(records["v"].reshape(-1, 3)).all(axis=1)).sum())
             left -= n
     return bad, 3 * count
+
+
+def _obj_nonfinite(path: Path) -> tuple[int, int]:
+    """(vertices with an infinite or NaN coordinate, vertices) over an OBJ's `v` lines, read a line at a time."""
+    bad = total = 0
+    with open(path, "rb") as f:
+        for line in f:
+            if line[:2] not in (b"v ", b"v\t"):
+                continue
+            total += 1
+            try:
+                xyz = [float(t) for t in line.split()[1:4]]
+            except ValueError:
+                continue  # not a number at all: Blender's own reader decides about such a line
+            if not all(np.isfinite(xyz)):
+                bad += 1
+    return bad, total
+
+
+_PLY_TYPES = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",
+              "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
+              "float": "f4", "float32": "f4", "double": "f8", "float64": "f8"}
+
+
+def _ply_nonfinite(path: Path) -> tuple[int, int]:
+    """(vertices with an infinite or NaN x/y/z, vertices) of a PLY whose first element is `vertex` with scalar
+    properties (ASCII or binary, as its header says); (0, 0) for a header this reader does not follow (Blender's
+    importer and the checks on its dump then decide)."""
+    with open(path, "rb") as f:
+        if f.readline().strip() != b"ply":
+            return 0, 0
+        fmt, first, count, props, elements = None, None, 0, [], 0
+        for _ in range(10000):
+            words = f.readline().decode("ascii", "replace").split()
+            if not words or words[0] in ("comment", "obj_info"):
+                continue
+            if words[0] == "end_header":
+                break
+            if words[0] == "format" and len(words) > 1:
+                fmt = words[1]
+            elif words[0] == "element" and len(words) == 3:
+                elements += 1
+                if elements == 1:
+                    first, count = words[1], int(words[2]) if words[2].isdigit() else -1
+            elif words[0] == "property" and elements == 1:  # only the first element's properties are read
+                if len(words) != 3 or words[1] not in _PLY_TYPES:
+                    return 0, 0  # a list property in the vertex element: not followed here
+                props.append((words[2], _PLY_TYPES[words[1]]))
+        else:
+            return 0, 0
+        names = [n for n, _ in props]
+        if first != "vertex" or count <= 0 or not {"x", "y", "z"} <= set(names):
+            return 0, 0
+        cols = [names.index(a) for a in "xyz"]
+        bad, left = 0, count
+        while left:  # in chunks: a PLY may be gigabytes
+            n = min(left, 1 << 20)
+            if fmt == "ascii":
+                rows = [f.readline().split() for _ in range(n)]
+                try:
+                    xyz = np.array([[float(r[c]) for c in cols] for r in rows if len(r) == len(props)], np.float64)
+                except ValueError:
+                    return 0, 0
+            elif fmt in ("binary_little_endian", "binary_big_endian"):
+                order = "<" if fmt == "binary_little_endian" else ">"
+                dtype = np.dtype([(name, order + t) for name, t in props])
+                data = np.fromfile(f, dtype=dtype, count=n)
+                xyz = np.stack([data[a].astype(np.float64) for a in "xyz"], axis=1) if len(data) else np.zeros((0, 3))
+            else:
+                return 0, 0
+            if len(xyz) == 0:
+                break
+            bad += int((~np.isfinite(xyz).all(axis=1)).sum())
+            left -= n
+    return bad, count
+
+
+# Formats whose coordinates are read here, before Blender: its importers zero an inf or NaN silently.
+_NONFINITE_READERS = {"stl": _stl_nonfinite, "obj": _obj_nonfinite, "ply": _ply_nonfinite}
 
 
 # ----------------------------------------------------------------------------------------------------------------

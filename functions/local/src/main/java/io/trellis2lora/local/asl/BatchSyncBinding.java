@@ -232,32 +232,47 @@ public final class BatchSyncBinding implements TaskBinding {
         return true;
     }
 
-    /** Forwards the job's output line by line; progress bars redraw with '\r', which also ends a line here. */
+    /**
+     * Forwards the job's output line by line; progress bars redraw with '\r', which also ends a line here. A bar
+     * writes "\r" + its text and nothing after it until the next redraw (a minute away when the next object is slow),
+     * so text after a '\r' is forwarded as soon as no more output is waiting, not when the next redraw ends it.
+     */
     private static void pump(TaskCall call, String label, Process process, List<String> tail) {
         try (BufferedReader reader = new BufferedReader(
                 new InputStreamReader(process.getInputStream(), StandardCharsets.UTF_8))) {
             StringBuilder line = new StringBuilder();
+            boolean redraw = false;
             int c;
             while ((c = reader.read()) != -1) {
                 if (c == '\n' || c == '\r') {
-                    if (!line.isEmpty()) {
-                        String text = line.toString();
-                        synchronized (tail) {
-                            tail.add(text);
-                            if (tail.size() > 20) {
-                                tail.remove(0);
-                            }
-                        }
-                        call.execution().listener().output(call.label(), label, text);
-                        line.setLength(0);
-                    }
+                    forward(call, label, tail, line);
+                    redraw = c == '\r';
                 } else {
                     line.append((char) c);
+                    if (redraw && !reader.ready()) {
+                        forward(call, label, tail, line);
+                    }
                 }
             }
+            forward(call, label, tail, line);
         } catch (IOException e) {
             // The process ended or was killed: nothing more to forward.
         }
+    }
+
+    private static void forward(TaskCall call, String label, List<String> tail, StringBuilder line) {
+        if (line.isEmpty()) {
+            return;
+        }
+        String text = line.toString();
+        synchronized (tail) {
+            tail.add(text);
+            if (tail.size() > 20) {
+                tail.remove(0);
+            }
+        }
+        call.execution().listener().output(call.label(), label, text);
+        line.setLength(0);
     }
 
     /** AWS Batch's EvaluateOnExit: the first condition that matches decides; no match means RETRY. */

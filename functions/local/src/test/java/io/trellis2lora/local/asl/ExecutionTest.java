@@ -238,4 +238,24 @@ class ExecutionTest {
         }
         assertFalse(ProcessHandle.of(child).map(ProcessHandle::isAlive).orElse(false), "the job's child still runs");
     }
+
+    @Test
+    void aProgressBarsRedrawIsShownWhenWrittenNotWhenTheNextRedrawEndsIt(@TempDir Path dir) throws Exception {
+        // tqdm writes "\r" + the bar and nothing after it; the next redraw may be a minute away
+        List<Long> seen = new java.util.concurrent.CopyOnWriteArrayList<>();
+        List<String> lines = new java.util.concurrent.CopyOnWriteArrayList<>();
+        long t0 = System.nanoTime();
+        ExecutionListener listener = new ExecutionListener() {
+            @Override
+            public void output(String label, String state, String line) {
+                lines.add(line);
+                seen.add(TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - t0));
+            }
+        };
+        Execution e = run(jobDefinition("printf 'start\\n\\r1/2'; sleep 3; printf '\\r2/2\\n'; printf tail",
+                realRetryStrategy(), 60), json("{}"), dir, listener, null);
+        e.await();
+        assertEquals(List.of("start", "1/2", "2/2", "tail"), lines);
+        assertTrue(seen.get(2) - seen.get(1) >= 2000, "1/2 was shown before the sleep, not with 2/2: " + seen);
+    }
 }

@@ -4,6 +4,7 @@ import com.fasterxml.jackson.annotation.JsonProperty;
 import com.fasterxml.jackson.databind.JsonNode;
 import io.trellis2lora.core.InputRefusedException;
 import io.trellis2lora.core.Json;
+import io.trellis2lora.core.api.JobQueueView;
 import io.trellis2lora.core.api.StoredRequest;
 import io.trellis2lora.core.model.Denoiser;
 import io.trellis2lora.core.model.TrainingRequest;
@@ -229,9 +230,9 @@ public final class Preparer {
         return sha256Hex((contentSha256 + "\n" + resolution + "\n" + baseModel).getBytes(StandardCharsets.UTF_8));
     }
 
-    /** Batch job names: letters, digits, dashes and underscores, at most 128. */
+    /** Batch job names: letters, digits, dashes and underscores, at most 128; status finds them by the prefix. */
     static String jobName(String requestId, String what) {
-        String name = ("trellis2-" + requestId + "-" + what).replaceAll("[^A-Za-z0-9_-]", "-");
+        String name = (JobQueueView.jobNamePrefix(requestId) + what).replaceAll("[^A-Za-z0-9_-]", "-");
         return name.length() > 128 ? name.substring(0, 128) : name;
     }
 

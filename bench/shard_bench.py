@@ -96,6 +96,8 @@ def main() -> int:
     ap.add_argument("--base", default="tiny")
     ap.add_argument("--resolution", default="512")
     ap.add_argument("--render-size", default="128")
+    ap.add_argument("--child-threads", default=None,
+                    help="OMP/MKL threads of each child, as the local runner gives its shards (default: as inherited)")
     ap.add_argument("--keep", default=None, help="keep the runs' files in this directory")
     ap.add_argument("--big-merge", type=int, default=0, metavar="OBJECTS",
                     help="only: merge synthetic shards of OBJECTS objects each (peak memory against dataset size)")
@@ -125,10 +127,11 @@ def main() -> int:
     print(f"1 process: exit {code}, {wall_one:.1f} s wall, peak RSS {rss_one:.0f} MiB, "
           f"highest 1-min load {max(load_one, default=0):.2f}")
 
+    threads = {"OMP_NUM_THREADS": args.child_threads, "MKL_NUM_THREADS": args.child_threads} if args.child_threads else {}
     children = [start([str(WORKER), "preprocess", *common, "--objects-from", str(plan),
                        "--shard-count", str(args.shards), "--output", str(tmp / "shard-{shard}.zip"),
                        "--report", str(tmp / "shard-{shard}.json"), "--cache-dir", str(tmp / f"cache-{i}")],
-                      tmp / f"shard-{i}.log", {"AWS_BATCH_JOB_ARRAY_INDEX": str(i)}) for i in range(args.shards)]
+                      tmp / f"shard-{i}.log", {"AWS_BATCH_JOB_ARRAY_INDEX": str(i), **threads}) for i in range(args.shards)]
     t0 = time.perf_counter()
     load: list[float] = []
     results = [finish(*c, watch_load=load) for c in children]

@@ -130,3 +130,21 @@ def test_a_plan_that_does_not_match_the_input_is_refused(first, tmp_path):
     assert "--shard needs --objects-from" in err["error"]
     _, err = _preprocess(tmp_path, raw, "badshard", "--objects-from", str(bad), "--shard", "2/2", code=2)
     assert "--shard must be I/N" in err["error"]
+
+
+def test_cpu_encoding_runs_on_one_thread_whatever_the_process_was_given():
+    # a local shard gets fewer threads than a one-shard run; the encoders' sums must not depend on it
+    import torch
+
+    from trellis2_worker.latents.preprocess import CPU_ENCODE_THREADS, _encode_threads
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with _encode_threads("cpu"):
+            assert torch.get_num_threads() == CPU_ENCODE_THREADS == 1
+        assert torch.get_num_threads() == 2
+        with _encode_threads("cuda"):
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -159,6 +159,30 @@ class ObjectCache:
         tmp.replace(d / "done.json")  # last: marks the object complete
 
 
+# On CPU the encoders' float sums depend on how many threads split them (the last bit of ~6 % of a shape latent's
+# values between 1 and 2 threads), and a local shard gets fewer threads than a one-shard run. On one thread an
+# object's latents are the same bytes in any shard, whatever the shard count or the machine's cores.
+CPU_ENCODE_THREADS = 1
+
+
+class _encode_threads:
+    def __init__(self, device: str):
+        self.device, self.before = device, None
+
+    def __enter__(self):
+        import torch
+
+        if self.device == "cpu":
+            self.before = torch.get_num_threads()
+            torch.set_num_threads(CPU_ENCODE_THREADS)
+
+    def __exit__(self, *exc):
+        import torch
+
+        if self.before is not None:
+            torch.set_num_threads(self.before)
+
+
 def base_fingerprint(model_id: str, checkpoints: dict) -> str:
     h = hashlib.sha256(json.dumps({"base": model_id, "checkpoints": checkpoints}, sort_keys=True).encode())
     return h.hexdigest()[:16]
@@ -282,7 +306,10 @@ def _preprocess_raw(local: Path, resolution, base, output_uri, render_size, work
     precision = {k: str(next(m.parameters()).dtype).replace("torch.", "") for k, m in encoders.items()}
     precision = {k: ("mixed float16" if any(p.dtype == torch.float16 for p in encoders[k].parameters()) else v)
                  for k, v in precision.items()}
-    cache = ObjectCache(cache_root, base_fingerprint(base_obj.model_id, {**checkpoints, "precision": precision}), resolution)
+    # the thread count is part of the key: latents encoded before the encoders ran on one CPU thread differ in bits
+    threads = {"cpu_threads": CPU_ENCODE_THREADS} if device == "cpu" else {}
+    cache = ObjectCache(cache_root, base_fingerprint(base_obj.model_id, {**checkpoints, "precision": precision, **threads}),
+                        resolution)
 
     encoder_info = {
         k: {"name": ENCODER_NAMES[k], "key": ENCODER_KEYS[k], "checkpoint_sha256": checkpoints[ENCODER_KEYS[k]],
@@ -307,7 +334,8 @@ def _preprocess_raw(local: Path, resolution, base, output_uri, render_size, work
         else:
             log.info("encoding %s (%s)", name, sha[:12])
             try:
-                result = encode_object(icache.obj(sha) / "dump", resolution, encoders, device)
+                with _encode_threads(device):
+                    result = encode_object(icache.obj(sha) / "dump", resolution, encoders, device)
             except EncodingError as exc:
                 failed.append({"file": name, "reason": f"O-Voxel/encoding failed: {exc}"})
                 bar.write(f"encode: {name}: FAILED: {exc}", file=sys.stderr)

@@ -123,16 +123,7 @@ final class Jobs extends Section {
 
         // Room for the image (CUDA + torch) and the cached base weights; IMDSv2 with one hop keeps containers
         // (which fetch user-given URLs) away from the instance's credentials.
-        LaunchTemplate template = new LaunchTemplate(this, "GpuLaunchTemplate", LaunchTemplateProps.builder()
-                .blockDevices(List.of(BlockDevice.builder().deviceName("/dev/xvda")
-                        .volume(BlockDeviceVolume.ebs(300, EbsDeviceOptions.builder()
-                                .volumeType(EbsDeviceVolumeType.GP3).encrypted(true).deleteOnTermination(true)
-                                .build()))
-                        .build()))
-                .requireImdsv2(true)
-                .httpPutResponseHopLimit(1)
-                .userData(cacheDirectoryUserData())
-                .build());
+        LaunchTemplate template = launchTemplate("GpuLaunchTemplate", 300);
 
         List<GpuInstances.Type> gpuTypes = GpuInstances.select(contextText("gpuInstanceTypes"));
         trainGpus = GpuInstances.trainGpus(contextText("trainGpus"), gpuTypes);
@@ -194,16 +185,7 @@ final class Jobs extends Section {
                 "datasets/*", "requests/*/preprocess.json");
         listBucket(mergeRole, storage.requests);
         // On demand: a merge is minutes of copying, not worth a reclaim; its disk holds the shards and the result.
-        LaunchTemplate mergeTemplate = new LaunchTemplate(this, "MergeLaunchTemplate", LaunchTemplateProps.builder()
-                .blockDevices(List.of(BlockDevice.builder().deviceName("/dev/xvda")
-                        .volume(BlockDeviceVolume.ebs(MERGE_DISK_GIB, EbsDeviceOptions.builder()
-                                .volumeType(EbsDeviceVolumeType.GP3).encrypted(true).deleteOnTermination(true)
-                                .build()))
-                        .build()))
-                .requireImdsv2(true)
-                .httpPutResponseHopLimit(1)
-                .userData(cacheDirectoryUserData())
-                .build());
+        LaunchTemplate mergeTemplate = launchTemplate("MergeLaunchTemplate", MERGE_DISK_GIB);
         ManagedEc2EcsComputeEnvironment cpu = new ManagedEc2EcsComputeEnvironment(this, "MergeCpuEnvironment",
                 ManagedEc2EcsComputeEnvironmentProps.builder()
                         .vpc(vpc)
@@ -267,6 +249,20 @@ final class Jobs extends Section {
     }
 
     /** Batch merges launch-template user data only in MIME multipart form. */
+    /** An encrypted gp3 root disk of this size; IMDSv2 with one hop keeps containers away from the instance's role. */
+    private LaunchTemplate launchTemplate(String id, int diskGib) {
+        return new LaunchTemplate(this, id, LaunchTemplateProps.builder()
+                .blockDevices(List.of(BlockDevice.builder().deviceName("/dev/xvda")
+                        .volume(BlockDeviceVolume.ebs(diskGib, EbsDeviceOptions.builder()
+                                .volumeType(EbsDeviceVolumeType.GP3).encrypted(true).deleteOnTermination(true)
+                                .build()))
+                        .build()))
+                .requireImdsv2(true)
+                .httpPutResponseHopLimit(1)
+                .userData(cacheDirectoryUserData())
+                .build());
+    }
+
     private static MultipartUserData cacheDirectoryUserData() {
         UserData shell = UserData.forLinux();
         int uid = Trellis2Stack.CONTAINER_UID;

@@ -133,14 +133,18 @@ public final class Progress implements ExecutionListener {
 
     private final Map<String, Instant> lastProgress = new ConcurrentHashMap<>();
 
-    /** Worker output, prefixed by its phase/stage; progress-bar redraws at most one every 5 s per stage. */
+    /**
+     * Worker output, prefixed by its phase/stage; a progress bar's redraws at most one every 5 s, but always its first
+     * (a new phase has begun; it may run a minute before the next) and its last.
+     */
     @Override
     public void output(String label, String state, String text) {
         boolean progressBar = text.contains("%|") || text.contains("it/s") || text.contains("s/it");
         if (progressBar && !verbose) {
-            String key = label + "/" + state;
+            int colon = text.indexOf(':');
+            String key = label + "/" + state + "/" + (colon < 0 ? "" : text.substring(0, colon));
             Instant last = lastProgress.get(key);
-            if (last != null && Duration.between(last, Instant.now()).toSeconds() < 5) {
+            if (last != null && !text.contains("100%|") && Duration.between(last, Instant.now()).toSeconds() < 5) {
                 return;
             }
             lastProgress.put(key, Instant.now());

@@ -51,4 +51,16 @@ class ProgressTest {
         assertEquals("  geometry held-out generations chamfer_l1, base -> adapted: 0.2000 -> 0.1000", lines[3]);
         assertEquals("texture: FAILED: out of memory", lines[4]);
     }
+
+    @Test
+    void aNewBarsFirstRedrawAndEveryBarsLastAreShownEvenWithinFiveSeconds() {
+        progress.output("", "Preprocess", "writing the tiny base v3 (once):  50%|#    | 6/12 [00:03<00:03, 2model/s]");
+        progress.output("", "Preprocess", "writing the tiny base v3 (once):  92%|#### | 11/12 [00:05<00:00, 2model/s]");
+        progress.output("", "Preprocess", "writing the tiny base v3 (once): 100%|#####| 12/12 [00:06<00:00, 2model/s]");
+        progress.output("", "Preprocess", "encode (O-Voxel 512, cpu):   0%|     | 0/3 [00:00<?, ?object/s]");
+        progress.output("", "Preprocess", "encode (O-Voxel 512, cpu):  33%|#    | 1/3 [00:01<00:02, 1s/object]");
+        String out = printed();
+        assertTrue(out.contains("6/12") && out.contains("12/12") && out.contains("0/3"), out);
+        assertFalse(out.contains("11/12") || out.contains("1/3 "), out);
+    }
 }

@@ -83,11 +83,21 @@ def references(path: Path, fmt: str, root: Path) -> list[Reference]:
     """The files the asset's importer would open (glTF/GLB/OBJ; none for the others here); raises Refused when one
     of them may lie outside root or the file cannot be read the way the importer reads it."""
     path, root = Path(os.path.abspath(path)), Path(os.path.abspath(root))
+    return _references_of(path, root, *_open_asset(path, fmt, root))
+
+
+def _open_asset(path: Path, fmt: str, root: Path) -> tuple[str, _GltfRefs | None]:
+    """(the format the importer sees, the parsed glTF/GLB or None), each file read once; Refused when the object
+    lies outside root."""
     if not inside(root, path):
         raise Refused("the object itself lies outside the archive")
     kind = sniff_format(path, fmt)
-    if kind in ("glb", "gltf"):
-        return _GltfRefs(path, root, kind).references()
+    return kind, _GltfRefs(path, root, kind) if kind in ("glb", "gltf") else None
+
+
+def _references_of(path: Path, root: Path, kind: str, gltf: _GltfRefs | None) -> list[Reference]:
+    if gltf is not None:
+        return gltf.references()
     if kind == "obj":
         return _obj_references(path, root)
     if kind == "blend":
@@ -100,16 +110,15 @@ def check(path: Path, fmt: str, root: Path) -> str | None:
     MAX_TEXTURE_SIDE), or None."""
     path, root = Path(os.path.abspath(path)), Path(os.path.abspath(root))
     try:
-        refs = references(path, fmt, root)
-        for ref in refs:
+        kind, gltf = _open_asset(path, fmt, root)
+        for ref in _references_of(path, root, kind, gltf):
             if ref.kind == "buffer" and ref.target is None:
                 return f"missing buffer: {shown(ref.written)} (referenced by {shown(Path(path).name)}) is not in " \
                        f"the archive"
             if ref.kind in ("image", "texture") and ref.target is not None:
                 with open(ref.target, "rb") as f:
                     check_texture_size(f, f"{ref.kind} {shown(ref.written)}")
-        if sniff_format(path, fmt) in ("glb", "gltf"):
-            gltf = _GltfRefs(path, root, sniff_format(path, fmt))
+        if gltf is not None:
             gltf.check_embedded_images()
             reason = quality.nonfinite_refusal(*gltf.nonfinite_positions())
             if reason:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trellis2_worker import __version__
+from trellis2_worker import __version__, progress
 from trellis2_worker.errors import InputError
 from trellis2_worker.dataset import (
     DatasetStager, classify_archive, layout, save_sparse_latent, save_ss_latent, validate_dataset,
@@ -47,13 +47,6 @@ def default_cache_dir() -> Path:
 
 def _say(text: str) -> None:
     print(f"preprocess: {text}", file=sys.stderr, flush=True)
-
-
-def _bar(total: int, desc: str, unit: str):
-    """A tqdm counter on stderr (its redraws end lines for the local runner, which thins them out)."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
 
 
 def _device():
@@ -324,7 +317,7 @@ def _preprocess_raw(local: Path, resolution, base, output_uri, render_size, work
 
     phase_totals: dict[str, float] = {}
     per_object, cached, channels = [], 0, set()
-    bar = _bar(len(ing["objects"]), f"encode (O-Voxel {resolution}, {device})", "object")
+    bar = progress.counter(len(ing["objects"]), f"encode (O-Voxel {resolution}, {device})", "object")
     for sha, row in ing["objects"].items():
         name = row.get("local_path", sha)
         result = cache.get(sha)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -153,13 +152,12 @@ def calibrate_decoders_(rel: str, model: nn.Module, occupancy: float = SS_OCCUPA
 
 def write_tiny_base(root: str | Path, progress: bool = True) -> Path:
     """Write the tiny base into `root` (official layout). Same bytes every time for the same TINY_VERSION."""
-    from tqdm import tqdm
+    from trellis2_worker.progress import counter
 
     root = Path(root)
     gen = torch.Generator().manual_seed(SEED)
     # Written once per machine, and minutes on a busy CPU (the calibration runs the decoders): a counter per model.
-    bar = tqdm(total=len(TINY_MODELS) + 1, desc=f"writing the tiny base v{TINY_VERSION} (once)", unit="model",
-               file=sys.stderr, dynamic_ncols=True, disable=not progress)
+    bar = counter(len(TINY_MODELS) + 1, f"writing the tiny base v{TINY_VERSION} (once)", "model", enabled=progress)
     for rel, cfg in sorted(TINY_MODELS.items()):
         bar.set_postfix_str(Path(rel).name)
         model = build_model(cfg)
